@@ -1,0 +1,16 @@
+"""Root pytest configuration: fast mode and offline variables for the unit tests and the nbval kernels.
+
+Set here (before any kernel starts) so notebooks executed by nbval inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WORKBOOK_FAST", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["MPLBACKEND"] = "Agg"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("TQDM_MININTERVAL", "5")

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from workbook.config import get_config, is_fast
+
+
+def test_fast_mode_follows_environment(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_FAST", "1")
+    assert is_fast() and get_config().fast and get_config().mode == "fast"
+    monkeypatch.setenv("WORKBOOK_FAST", "0")
+    cfg = get_config()
+    assert not cfg.fast and cfg.mode == "full"
+    assert cfg.icd10cm_dir.name == "full"
+
+
+def test_explicit_arguments_win(monkeypatch):
+    monkeypatch.setenv("WORKBOOK_FAST", "1")
+    cfg = get_config(fast=False, seed=7, batch_size=8)
+    assert (cfg.fast, cfg.seed, cfg.batch_size) == (False, 7, 8)
+    assert cfg.replace(fast=True).icd10cm_dir.name == "fast"
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
+    cfg = get_config()
+    assert cfg.cache_dir == tmp_path and cfg.models_dir == tmp_path / "models"
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_get_config_seeds_every_generator():
+    get_config(seed=123)
+    first = _draw()
+    get_config(seed=123)
+    assert _draw() == first
+    get_config(seed=124)
+    assert _draw() != first

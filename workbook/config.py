@@ -1,0 +1,128 @@
+"""One place for run mode (fast/full), seeds, paths, model names and sizes.
+
+Fast mode is switched on by the environment variable ``WORKBOOK_FAST=1`` (the test suite sets it).
+It shrinks data and steps; it never skips a code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FAST_ENV = "WORKBOOK_FAST"
+CACHE_ENV = "WORKBOOK_CACHE"
+SEED_ENV = "WORKBOOK_SEED"
+
+# tqdm.auto warns (with a machine path) when ipywidgets is absent and falls back to text bars: that is fine.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+#: The repository root (this file lives in ``<root>/workbook/config.py``).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_fast() -> bool:
+    """True when ``WORKBOOK_FAST`` asks for fast mode."""
+    return _truthy(os.environ.get(FAST_ENV))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings for one run; build it with :func:`get_config`.
+
+    Sizes that differ between modes are resolved here so that notebooks and the command line read one value.
+    """
+
+    fast: bool
+    seed: int = 42
+    root: Path = ROOT
+    data_dir: Path = ROOT / "data"
+    cache_dir: Path = ROOT / ".cache"
+    artifacts_dir: Path = ROOT / "artifacts"
+    # Models: short names understood by workbook.models.load_model, or a local path.
+    base_model: str = "all-MiniLM-L6-v2"
+    comparator_model: str = "all-mpnet-base-v2"
+    # ICD-10-CM case study: chapters kept in fast mode (4 = endocrine E00-E89, 9 = circulatory I00-I99),
+    # so type 1 vs type 2 diabetes and STEMI vs NSTEMI are both present.
+    fast_chapters: tuple[str, ...] = ("4", "9")
+    # SciFact: fast mode keeps every judged doc plus this many sampled others, and this many test queries.
+    scifact_fast_extra_docs: int = 300
+    scifact_fast_queries: int = 100
+    # Encoding.
+    batch_size: int = 64
+    # Retrieval depth kept for evaluation (Recall@100 needs 100).
+    top_k: int = 100
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``"fast"`` or ``"full"``."""
+        return "fast" if self.fast else "full"
+
+    @property
+    def icd10cm_dir(self) -> Path:
+        """The case-study dataset folder for this mode (built on first use)."""
+        return self.data_dir / "icd10cm" / self.mode
+
+    @property
+    def scifact_dir(self) -> Path:
+        """The SciFact copy shipped in ``data/scifact``."""
+        return self.data_dir / "scifact"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where assembled models (e.g. all-mpnet-base-v2) are cached."""
+        return self.cache_dir / "models"
+
+    def replace(self, **changes) -> Config:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and, when present, CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+    except ImportError:  # torch is a dependency; keep config importable without it all the same
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def get_config(fast: bool | None = None, seed: int | None = None, **overrides) -> Config:
+    """Build the run's :class:`Config` and seed every random generator.
+
+    Args:
+        fast: force fast (True) or full (False) mode; ``None`` reads ``WORKBOOK_FAST``.
+        seed: the seed; ``None`` reads ``WORKBOOK_SEED`` or uses 42.
+        **overrides: any other :class:`Config` field.
+
+    Returns:
+        The config, with ``random``, NumPy and torch seeded from ``config.seed``.
+    """
+    if fast is None:
+        fast = is_fast()
+    if seed is None:
+        seed = int(os.environ.get(SEED_ENV, "42"))
+    if CACHE_ENV in os.environ and "cache_dir" not in overrides:
+        overrides["cache_dir"] = Path(os.environ[CACHE_ENV])
+    cfg = Config(fast=fast, seed=seed, **overrides)
+    seed_everything(cfg.seed)
+    # No model or dataset hub is reachable here: make the Hugging Face libraries fail fast instead of hanging.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    return cfg

@@ -1,0 +1,433 @@
+"""Datasets in BEIR layout: load, validate, save, describe, subset, and check for train/eval leakage.
+
+A dataset folder holds ``corpus.jsonl`` (``_id``, ``text``, optional ``title`` and ``metadata``),
+``queries.jsonl`` (``_id``, ``text``, optional ``metadata``) and ``qrels/<split>.tsv``
+(``query-id``, ``corpus-id``, ``score``; a header row is optional). Every problem found on load is reported
+with the file, the line and the field, all at once, so a team can fix its export in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from workbook.config import Config, get_config
+
+SPLITS = ("train", "dev", "test")
+_QRELS_HEADER = ("query-id", "corpus-id", "score")
+_MAX_REPORTED = 25
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        what = f"field '{self.field}': " if self.field else ""
+        return f"{where}: {what}{self.message}"
+
+
+class DatasetError(ValueError):
+    """A dataset failed validation; ``problems`` lists every problem found (file, line, field)."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:_MAX_REPORTED])
+        more = len(self.problems) - _MAX_REPORTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the dataset:\n{shown}{tail}")
+
+
+@dataclass
+class Dataset:
+    """A retrieval dataset: corpus, queries, and relevance judgements per split.
+
+    Attributes:
+        corpus: doc id -> ``{"title": str, "text": str, "metadata": dict}`` (insertion order kept).
+        queries: query id -> query text.
+        qrels: split name -> query id -> doc id -> relevance (int > 0 means relevant).
+        query_meta: query id -> metadata dict (e.g. ``slices``); empty when the file has none.
+        name: a short label for tables.
+        extras: other files of the folder parsed by the caller (e.g. lookalike groups).
+    """
+
+    corpus: dict[str, dict]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, dict[str, int]]]
+    query_meta: dict[str, dict] = field(default_factory=dict)
+    name: str = "dataset"
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names in the usual order (train, dev, test, then others alphabetically)."""
+        order = {s: i for i, s in enumerate(SPLITS)}
+        return sorted(self.qrels, key=lambda s: (order.get(s, len(order)), s))
+
+    def doc_text(self, doc_id: str) -> str:
+        """``title + " " + text`` (the BEIR convention used for encoding)."""
+        doc = self.corpus[doc_id]
+        return f"{doc.get('title', '')} {doc['text']}".strip()
+
+    def doc_ids(self) -> list[str]:
+        """Corpus ids in file order."""
+        return list(self.corpus)
+
+    def doc_texts(self) -> list[str]:
+        """``doc_text`` for every document, in :meth:`doc_ids` order."""
+        return [self.doc_text(d) for d in self.corpus]
+
+    def split_queries(self, split: str) -> dict[str, str]:
+        """The queries judged in ``split`` (id -> text), sorted by id."""
+        if split not in self.qrels:
+            raise KeyError(f"{self.name}: no split {split!r}; splits are {self.splits}")
+        return {q: self.queries[q] for q in sorted(self.qrels[split])}
+
+    def relevant(self, split: str) -> dict[str, set[str]]:
+        """Query id -> set of relevant doc ids (score > 0) for ``split``."""
+        return {q: {d for d, s in docs.items() if s > 0} for q, docs in sorted(self.qrels[split].items())}
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def _read_jsonl(path: Path, kind: str, problems: list[Problem]) -> list[tuple[int, dict]]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                problems.append(Problem(path.name, lineno, None, f"not valid JSON ({exc.msg})"))
+                continue
+            if not isinstance(obj, dict):
+                problems.append(Problem(path.name, lineno, None, f"each {kind} line must be a JSON object"))
+                continue
+            rows.append((lineno, obj))
+    return rows
+
+
+def _check_id(obj: dict, fname: str, lineno: int, seen: dict[str, int], problems: list[Problem]) -> str | None:
+    raw = obj.get("_id")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        problems.append(Problem(fname, lineno, "_id", "missing or empty id"))
+        return None
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+        problems.append(Problem(fname, lineno, "_id", f"id must be a string, got {type(raw).__name__}"))
+        return None
+    ident = str(raw)
+    if ident in seen:
+        problems.append(Problem(fname, lineno, "_id", f"duplicate id {ident!r} (first on line {seen[ident]})"))
+        return None
+    seen[ident] = lineno
+    return ident
+
+
+def _check_text(obj: dict, key: str, fname: str, lineno: int, problems: list[Problem], required: bool) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            problems.append(Problem(fname, lineno, key, "missing text"))
+        return ""
+    if not isinstance(value, str):
+        problems.append(Problem(fname, lineno, key, f"must be a string, got {type(value).__name__}"))
+        return ""
+    if required and not value.strip():
+        problems.append(Problem(fname, lineno, key, "empty text"))
+    return value
+
+
+def _load_corpus(path: Path, problems: list[Problem]) -> dict[str, dict]:
+    corpus: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    for lineno, obj in _read_jsonl(path, "corpus", problems):
+        ident = _check_id(obj, path.name, lineno, seen, problems)
+        text = _check_text(obj, "text", path.name, lineno, problems, required=True)
+        title = _check_text(obj, "title", path.name, lineno, problems, required=False)
+        if ident is not None:
+            corpus[ident] = {"title": title, "text": text, "metadata": obj.get("metadata") or {}}
+    if not corpus and not problems:
+        problems.append(Problem(path.name, None, None, "the corpus is empty"))
+    return corpus
+
+
+def _load_queries(path: Path, problems: list[Problem]) -> tuple[dict[str, str], dict[str, dict]]:
+    queries: dict[str, str] = {}
+    meta: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    for lineno, obj in _read_jsonl(path, "query", problems):
+        ident = _check_id(obj, path.name, lineno, seen, problems)
+        text = _check_text(obj, "text", path.name, lineno, problems, required=True)
+        if ident is not None:
+            queries[ident] = text
+            if obj.get("metadata"):
+                meta[ident] = obj["metadata"]
+    return queries, meta
+
+
+def _load_qrels(
+    path: Path, corpus: dict, queries: dict, problems: list[Problem], rel_name: str
+) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if lineno == 1 and tuple(c.strip().lower() for c in cols) == _QRELS_HEADER:
+                continue
+            if len(cols) != 3:
+                problems.append(Problem(rel_name, lineno, None, f"expected 3 tab-separated columns, got {len(cols)}"))
+                continue
+            qid, did, score = (c.strip() for c in cols)
+            try:
+                rel = int(score)
+            except ValueError:
+                problems.append(Problem(rel_name, lineno, "score", f"relevance must be an integer, got {score!r}"))
+                continue
+            bad = False
+            if qid not in queries:
+                problems.append(Problem(rel_name, lineno, "query-id", f"unknown query {qid!r} (not in queries.jsonl)"))
+                bad = True
+            if did not in corpus:
+                problems.append(Problem(rel_name, lineno, "corpus-id", f"unknown doc {did!r} (not in corpus.jsonl)"))
+                bad = True
+            if (qid, did) in seen:
+                problems.append(
+                    Problem(rel_name, lineno, None, f"duplicate pair ({qid}, {did}) (first on line {seen[(qid, did)]})")
+                )
+                bad = True
+            if bad:
+                continue
+            seen[(qid, did)] = lineno
+            qrels.setdefault(qid, {})[did] = rel
+    if not qrels and not any(p.file == rel_name for p in problems):
+        problems.append(Problem(rel_name, None, None, "the split is empty (no judged query)"))
+    return qrels
+
+
+def load_dataset(path: str | Path, splits: Iterable[str] | None = None, name: str | None = None) -> Dataset:
+    """Load and validate a BEIR-layout dataset folder.
+
+    Args:
+        path: folder holding ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/*.tsv``.
+        splits: splits to load; ``None`` loads every ``qrels/*.tsv`` found (sorted).
+        name: label for tables; defaults to the folder name.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DatasetError: listing every problem (file, line, field) when the folder is not a valid dataset.
+    """
+    root = Path(path)
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise DatasetError([Problem(str(root), None, None, "no such dataset folder")])
+    for fname in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / fname).is_file():
+            problems.append(Problem(fname, None, None, f"missing file (expected {root / fname})"))
+    qdir = root / "qrels"
+    if splits is None:
+        split_files = sorted(qdir.glob("*.tsv")) if qdir.is_dir() else []
+        if not split_files:
+            problems.append(Problem("qrels/", None, None, "no qrels/<split>.tsv file found"))
+    else:
+        split_files = [qdir / f"{s}.tsv" for s in splits]
+        for f in split_files:
+            if not f.is_file():
+                problems.append(Problem(f"qrels/{f.name}", None, None, "missing file"))
+    if problems:
+        raise DatasetError(problems)
+
+    corpus = _load_corpus(root / "corpus.jsonl", problems)
+    queries, meta = _load_queries(root / "queries.jsonl", problems)
+    qrels = {f.stem: _load_qrels(f, corpus, queries, problems, f"qrels/{f.name}") for f in split_files}
+    if problems:
+        raise DatasetError(problems)
+    return Dataset(corpus=corpus, queries=queries, qrels=qrels, query_meta=meta, name=name or root.name)
+
+
+# --------------------------------------------------------------------------------------------------- saving
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonl(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def save_dataset(ds: Dataset, path: str | Path) -> Path:
+    """Write ``ds`` in BEIR layout (each file written atomically; ids in the dataset's order).
+
+    Returns:
+        The folder written.
+    """
+    root = Path(path)
+    corpus_rows = []
+    for did, doc in ds.corpus.items():
+        row = {"_id": did, "title": doc.get("title", ""), "text": doc["text"]}
+        if doc.get("metadata"):
+            row["metadata"] = doc["metadata"]
+        corpus_rows.append(row)
+    query_rows = []
+    for qid, text in ds.queries.items():
+        row = {"_id": qid, "text": text}
+        if ds.query_meta.get(qid):
+            row["metadata"] = ds.query_meta[qid]
+        query_rows.append(row)
+    _atomic_write(root / "corpus.jsonl", _jsonl(corpus_rows))
+    _atomic_write(root / "queries.jsonl", _jsonl(query_rows))
+    for split, judged in ds.qrels.items():
+        lines = ["\t".join(_QRELS_HEADER)]
+        lines += [f"{q}\t{d}\t{s}" for q, docs in judged.items() for d, s in docs.items()]
+        _atomic_write(root / "qrels" / f"{split}.tsv", "\n".join(lines) + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def normalize_query(text: str) -> str:
+    """Normalise a query for duplicate/leakage checks: NFKC, lower case, punctuation to spaces, one space."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[^\w]+", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Leak:
+    """An eval-split query whose normalised text also appears in a training split."""
+
+    eval_split: str
+    eval_query: str
+    train_split: str
+    train_query: str
+    text: str
+
+
+def find_leakage(
+    ds: Dataset, train_splits: Sequence[str] = ("train",), eval_splits: Sequence[str] = ("dev", "test")
+) -> list[Leak]:
+    """Eval queries whose normalised text equals a training query's (sorted by eval split, query id).
+
+    Splits that the dataset lacks are ignored, so a dataset without a train split has no leakage.
+    """
+    seen: dict[str, tuple[str, str]] = {}
+    for split in train_splits:
+        for qid in sorted(ds.qrels.get(split, {})):
+            seen.setdefault(normalize_query(ds.queries[qid]), (split, qid))
+    leaks = []
+    for split in eval_splits:
+        for qid in sorted(ds.qrels.get(split, {})):
+            key = normalize_query(ds.queries[qid])
+            if key in seen:
+                leaks.append(Leak(split, qid, seen[key][0], seen[key][1], key))
+    return leaks
+
+
+def dataset_stats(ds: Dataset) -> pd.DataFrame:
+    """One row per split: queries, judged pairs, relevant docs per query, mean query and doc length (words)."""
+    doc_words = [len(ds.doc_text(d).split()) for d in ds.corpus]
+    rows = []
+    for split in ds.splits:
+        judged = ds.qrels[split]
+        rel_per_q = [sum(1 for s in docs.values() if s > 0) for docs in judged.values()]
+        qwords = [len(ds.queries[q].split()) for q in judged]
+        rows.append(
+            {
+                "split": split,
+                "queries": len(judged),
+                "judged pairs": sum(len(v) for v in judged.values()),
+                "relevant/query": round(sum(rel_per_q) / max(len(rel_per_q), 1), 2),
+                "query words": round(sum(qwords) / max(len(qwords), 1), 1),
+                "docs": len(ds.corpus),
+                "doc words": round(sum(doc_words) / max(len(doc_words), 1), 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("split")
+
+
+def subset(
+    ds: Dataset,
+    doc_ids: Iterable[str] | None = None,
+    query_ids: Iterable[str] | None = None,
+    splits: Iterable[str] | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """A smaller dataset: only these docs / queries / splits; judgements on dropped docs are dropped,
+    and a query left with no relevant doc is dropped from that split. Corpus order is kept."""
+    keep_docs = set(ds.corpus) if doc_ids is None else set(doc_ids)
+    keep_q = set(ds.queries) if query_ids is None else set(query_ids)
+    keep_splits = ds.splits if splits is None else list(splits)
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    for split in keep_splits:
+        judged = {}
+        for qid, docs in ds.qrels[split].items():
+            kept = {d: s for d, s in docs.items() if d in keep_docs}
+            if qid in keep_q and any(s > 0 for s in kept.values()):
+                judged[qid] = kept
+        qrels[split] = judged
+    used_q = {q for judged in qrels.values() for q in judged}
+    return Dataset(
+        corpus={d: doc for d, doc in ds.corpus.items() if d in keep_docs},
+        queries={q: t for q, t in ds.queries.items() if q in used_q},
+        qrels=qrels,
+        query_meta={q: m for q, m in ds.query_meta.items() if q in used_q},
+        name=name or ds.name,
+        extras=dict(ds.extras),
+    )
+
+
+# --------------------------------------------------------------------------------------------------- SciFact
+
+
+def load_scifact(cfg: Config | None = None) -> Dataset:
+    """SciFact (general science; claims CC BY 4.0, abstracts ODC-By 1.0), the forgetting check set.
+
+    Full mode: the whole shipped copy (5,183 abstracts; test and train splits). Fast mode: the test split only,
+    a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for any test claim plus a seeded
+    sample of ``cfg.scifact_fast_extra_docs`` other abstracts.
+    """
+    cfg = cfg or get_config()
+    ds = load_dataset(cfg.scifact_dir, name="scifact")
+    if not cfg.fast:
+        return ds
+    rng = random.Random(cfg.seed)
+    test_q = sorted(ds.qrels["test"])
+    queries = sorted(rng.sample(test_q, min(cfg.scifact_fast_queries, len(test_q))))
+    judged = sorted({d for docs in ds.qrels["test"].values() for d in docs})
+    judged_set = set(judged)
+    others = [d for d in ds.corpus if d not in judged_set]
+    extra = rng.sample(others, min(cfg.scifact_fast_extra_docs, len(others)))
+    return subset(ds, doc_ids=judged_set | set(extra), query_ids=queries, splits=["test"], name="scifact-fast")
