@@ -72,3 +72,12 @@ def test_results_table():
     b = evaluate_ranking({"q": ["b"]}, {"q": {"a": 1}}, ["recall@1"], name="B")
     table = results_table([a, b])
     assert table.loc["A", "recall@1"] == 1.0 and table.loc["B", "recall@1"] == 0.0
+
+
+def test_by_slice_means_and_counts():
+    from workbook.evaluate import by_slice
+
+    res = evaluate_ranking({"q1": ["a"], "q2": ["x"]}, {"q1": {"a": 1}, "q2": {"b": 1}}, ["recall@1"], name="A")
+    table = by_slice([res], {"s1": ["q1"], "s2": ["q2", "q9"]}, "recall@1")
+    assert table.loc["A"].to_dict() == {"all": 0.5, "s1": 1.0, "s2": 0.0}
+    assert table.loc["queries"].to_dict() == {"all": 2, "s1": 1, "s2": 1}

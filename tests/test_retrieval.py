@@ -7,7 +7,17 @@ from workbook.config import get_config
 from workbook.data import load_scifact
 from workbook.evaluate import evaluate_ranking
 from workbook.models import load_model
-from workbook.retrieval import DenseIndex, dense_ranking, encode_cached, model_fingerprint
+from workbook.retrieval import (
+    BM25Index,
+    DenseIndex,
+    dense_ranking,
+    encode_cached,
+    load_reranker,
+    model_fingerprint,
+    rerank,
+    reranker_pairs,
+    rrf,
+)
 
 
 def _unit(rng, n, d=16):
@@ -68,3 +78,55 @@ def test_scifact_full_reproduces_mteb(minilm):
     assert round(res["ndcg@10"], 4) == 0.6451
     assert round(res["recall@10"], 4) == 0.7833
     assert round(res["recall@100"], 4) == 0.925
+
+
+def test_bm25_keeps_single_character_tokens_and_codes():
+    texts = ["E10.65 Type 1 diabetes mellitus with hyperglycemia", "E11.65 Type 2 diabetes mellitus with hyperglycemia"]
+    index = BM25Index(texts, ["E10.65", "E11.65"])
+    assert index.ranked(["q"], ["type 2 diabetes"], 2)["q"][0] == "E11.65"
+    assert index.ranked(["q"], ["E10.65"], 2)["q"][0] == "E10.65"
+    assert index.search(["unrelated words only"], 2) == [[]]  # no shared term: nothing returned
+
+
+def test_rrf_fuses_by_reciprocal_rank():
+    a = {"q": ["x", "y", "z"]}
+    b = {"q": ["y", "w"]}
+    fused = rrf([a, b], k=10, c=60)["q"]
+    assert fused[0] == "y"  # 1/62 + 1/61 beats 1/61
+    assert set(fused) == {"x", "y", "z", "w"}
+    assert rrf([{"q": ["b", "a"]}, {"q": ["a", "b"]}])["q"] == ["a", "b"]  # ties break by id
+
+
+def test_reranker_trains_caches_and_reranks(tmp_path):
+    from workbook.data import Dataset
+
+    corpus = {
+        "E10.65": {"title": "E10.65", "text": "Type 1 diabetes mellitus with hyperglycemia", "metadata": {}},
+        "E11.65": {"title": "E11.65", "text": "Type 2 diabetes mellitus with hyperglycemia", "metadata": {}},
+        "I21.4": {"title": "I21.4", "text": "Non-ST elevation (NSTEMI) myocardial infarction", "metadata": {}},
+    }
+    queries = {"q1": "juvenile diabetes high sugar", "q2": "adult onset diabetes high sugar", "q3": "NSTEMI"}
+    qrels = {"train": {"q1": {"E10.65": 1}, "q2": {"E11.65": 1}}, "dev": {"q3": {"I21.4": 1}}}
+    ds = Dataset(corpus, queries, qrels)
+    cfg = get_config(cache_dir=tmp_path, reranker_negatives=1)
+    cands = {"q1": ["E11.65", "E10.65", "I21.4"], "q2": ["E10.65", "E11.65", "I21.4"]}
+    pairs = reranker_pairs(ds, "train", cands, 10, 1, seed=0)
+    assert pairs.column_names == ["query", "positive", "negative_1"] and len(pairs) == 2
+    assert pairs["positive"][0] == ds.doc_text("E10.65") and pairs["negative_1"][0] != pairs["positive"][0]
+    ce = load_reranker(cfg, ds, cands)
+    folders = list((tmp_path / "rerankers").iterdir())
+    assert len(folders) == 1 and (folders[0] / "config.json").exists()
+    again = load_reranker(cfg, ds, cands)  # cached: same weights, no second folder
+    assert list((tmp_path / "rerankers").iterdir()) == folders
+    assert again.predict([("NSTEMI", "I21.4")])[0] == pytest.approx(ce.predict([("NSTEMI", "I21.4")])[0], abs=1e-5)
+    ranked = rerank(ce, ds, "dev", {"q3": ["E10.65", "E11.65", "I21.4"]}, depth=2, show_progress=False)
+    assert sorted(ranked["q3"][:2]) == ["E10.65", "E11.65"] and ranked["q3"][2] == "I21.4"
+    external = load_reranker(get_config(reranker=str(folders[0])))
+    assert external.predict([("NSTEMI", "I21.4")])[0] == pytest.approx(ce.predict([("NSTEMI", "I21.4")])[0], abs=1e-5)
+
+
+def test_reranker_path_must_be_local():
+    from workbook.models import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="not a local folder"):
+        load_reranker(get_config(reranker="cross-encoder/ms-marco-MiniLM-L6-v2"))

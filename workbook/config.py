@@ -19,6 +19,9 @@ FAST_ENV = "WORKBOOK_FAST"
 CACHE_ENV = "WORKBOOK_CACHE"
 SEED_ENV = "WORKBOOK_SEED"
 
+# Progress bars update at most every 2 s: executed notebooks keep a readable log instead of thousands of updates.
+# tqdm reads TQDM_* defaults when it is first imported, and every workbook module imports this one first.
+os.environ.setdefault("TQDM_MININTERVAL", "2")
 # tqdm.auto warns (with a machine path) when ipywidgets is absent and falls back to text bars: that is fine.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
@@ -61,6 +64,11 @@ class Config:
     batch_size: int = 64
     # Retrieval depth kept for evaluation (Recall@100 needs 100).
     top_k: int = 100
+    # Reranker: a cross-encoder folder to use; None trains one on the train split (no pretrained one ships offline).
+    reranker: str | None = None
+    reranker_negatives: int = 3
+    # The target a retriever must reach on dev Recall@10 for "no need to fine-tune" (notebook 02's decision gate).
+    target_recall_at_10: float = 0.9
     extra: dict = field(default_factory=dict)
 
     @property
@@ -82,6 +90,16 @@ class Config:
     def models_dir(self) -> Path:
         """Where assembled models (e.g. all-mpnet-base-v2) are cached."""
         return self.cache_dir / "models"
+
+    @property
+    def reranker_train_queries(self) -> int:
+        """Training queries sampled to train the reranker (each with 1 positive + ``reranker_negatives``)."""
+        return 400 if self.fast else 3000
+
+    @property
+    def rerank_depth(self) -> int:
+        """Candidates the reranker re-scores per query."""
+        return 20 if self.fast else 30
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed."""

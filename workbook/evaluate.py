@@ -116,3 +116,27 @@ def evaluate_ranking(
 def results_table(results: Iterable[RetrievalResult], digits: int = 4) -> pd.DataFrame:
     """One row per run, one column per metric (means), rounded."""
     return pd.DataFrame([r.summary() for r in results]).round(digits)
+
+
+def by_slice(
+    results: Iterable[RetrievalResult], slices: Mapping[str, Sequence[str]], metric: str = "recall@10", digits: int = 4
+) -> pd.DataFrame:
+    """Mean ``metric`` per run (rows) and query slice (columns, after ``all``); the last row counts the queries.
+
+    Args:
+        results: runs scored on the same queries.
+        slices: slice name -> query ids (e.g. from ``workbook.icd10cm.slice_queries``).
+        metric: a column of the runs' ``per_query``.
+    """
+    rows, sizes = {}, {}
+    for res in results:
+        col = res.per_query[metric]
+        rows[res.name] = {"all": col.mean()}
+        sizes["all"] = len(col)
+        for name, qids in slices.items():
+            kept = col.index.intersection(list(qids))
+            rows[res.name][name] = col.loc[kept].mean() if len(kept) else float("nan")
+            sizes[name] = len(kept)
+    frame = pd.DataFrame.from_dict(rows, orient="index").round(digits)
+    frame.loc["queries"] = pd.Series(sizes)
+    return frame

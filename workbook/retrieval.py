@@ -7,11 +7,16 @@ batches, so memory stays bounded (never a full query x doc matrix for large corp
 from __future__ import annotations
 
 import hashlib
+import json
+import random
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from workbook.config import Config
 from workbook.data import Dataset
 
 
@@ -106,3 +111,200 @@ def dense_ranking(
     q_emb = encode(model, list(queries.values()), batch_size=batch_size, show_progress=show_progress)
     index = DenseIndex(doc_emb, ds.doc_ids())
     return index.ranked(list(queries), q_emb, k)
+
+
+# ------------------------------------------------------------------------------------------------ lexical + hybrid
+
+#: bm25s's default pattern keeps tokens of two or more characters, which drops the "1" and "2" that tell type 1
+#: from type 2 diabetes; one or more characters keeps them (codes like "E11.65" split into "e11", "65").
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+class BM25Index:
+    """BM25 (bm25s, Lucene variant) over the same ``title + " " + text`` strings the dense models see."""
+
+    def __init__(self, texts: Sequence[str], ids: Sequence[str], k1: float = 1.5, b: float = 0.75):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.ids = list(ids)
+        tokens = bm25s.tokenize(list(texts), token_pattern=TOKEN_PATTERN, stopwords="en", show_progress=False)
+        self.retriever = bm25s.BM25(k1=k1, b=b)
+        self.retriever.index(tokens, show_progress=False)
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset, **kwargs) -> BM25Index:
+        """Index a dataset's corpus."""
+        return cls(ds.doc_texts(), ds.doc_ids(), **kwargs)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (doc id, score) per query; docs sharing no term with the query (score 0) are left out."""
+        tokens = self._bm25s.tokenize(
+            list(queries), token_pattern=TOKEN_PATTERN, stopwords="en", return_ids=False, show_progress=False
+        )
+        rows, scores = self.retriever.retrieve(tokens, k=min(k, len(self.ids)), show_progress=False, n_threads=1)
+        return [
+            [(self.ids[i], float(s)) for i, s in zip(row, srow, strict=True) if s > 0]
+            for row, srow in zip(rows, scores, strict=True)
+        ]
+
+    def ranked(self, query_ids: Sequence[str], queries: Sequence[str], k: int) -> dict[str, list[str]]:
+        """Query id -> top-``k`` doc ids, best first."""
+        hits = self.search(queries, k)
+        return {q: [d for d, _ in h] for q, h in zip(query_ids, hits, strict=True)}
+
+
+def bm25_ranking(ds: Dataset, split: str, k: int = 100, index: BM25Index | None = None) -> dict[str, list[str]]:
+    """Rank the corpus with BM25 for every query of ``split``."""
+    index = index or BM25Index.from_dataset(ds)
+    queries = ds.split_queries(split)
+    return index.ranked(list(queries), list(queries.values()), k)
+
+
+def rrf(rankings: Sequence[dict[str, Sequence[str]]], k: int = 100, c: int = 60) -> dict[str, list[str]]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (c + rank of d), ranks from 1.
+
+    Written here because neither faiss nor bm25s fuses runs; ties break by doc id so the result is deterministic.
+
+    Args:
+        rankings: query id -> ranked doc ids, one mapping per retriever.
+        k: depth of the fused list.
+        c: the RRF constant (60 in Cormack et al. 2009).
+    """
+    fused = {}
+    for qid in sorted(set().union(*rankings)):
+        scores: dict[str, float] = {}
+        for ranking in rankings:
+            for rank, doc in enumerate(ranking.get(qid, []), start=1):
+                scores[doc] = scores.get(doc, 0.0) + 1.0 / (c + rank)
+        fused[qid] = [d for d, _ in sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]]
+    return fused
+
+
+# ------------------------------------------------------------------------------------------------ reranking
+
+
+def reranker_pairs(
+    ds: Dataset, split: str, candidates: dict[str, Sequence[str]], n_queries: int, n_negatives: int, seed: int
+):
+    """Training rows for a cross-encoder: per sampled query, one relevant doc and ``n_negatives`` non-relevant docs
+    drawn from the retriever's candidates (hard, because the retriever ranked them high). Queries with fewer
+    candidates than that are skipped.
+
+    Returns:
+        A ``datasets.Dataset`` with columns ``query``, ``positive``, ``negative_1`` ... ``negative_<n>``.
+    """
+    import datasets
+
+    rng = random.Random(seed)
+    qids = sorted(ds.qrels[split])
+    negs = [f"negative_{i}" for i in range(1, n_negatives + 1)]
+    rows: dict[str, list] = {"query": [], "positive": [], **{n: [] for n in negs}}
+    for qid in sorted(rng.sample(qids, min(n_queries, len(qids)))):
+        judged = ds.qrels[split][qid]
+        positives = sorted(d for d, s in judged.items() if s > 0)
+        pool = [d for d in candidates.get(qid, []) if d not in judged]
+        if len(pool) < n_negatives:
+            continue
+        rows["query"].append(ds.queries[qid])
+        rows["positive"].append(ds.doc_text(rng.choice(positives)))
+        for name, doc in zip(negs, rng.sample(pool, n_negatives), strict=True):
+            rows[name].append(ds.doc_text(doc))
+    return datasets.Dataset.from_dict(rows)
+
+
+def train_reranker(
+    train_data, out_dir: str | Path, cfg: Config, epochs: int = 1, batch_size: int = 16, in_batch: int = 2
+):
+    """Train a cross-encoder on the MiniLM backbone and save it to ``out_dir``.
+
+    The loss is the cross-encoder ``MultipleNegativesRankingLoss``: each query's positive must outscore its hard
+    negatives and ``in_batch`` other queries' positives (a listwise objective; pointwise binary cross-entropy
+    learned little more than the base rate from a few thousand rows here). Uses sentence-transformers'
+    ``CrossEncoderTrainer`` (GPU automatically when present).
+    """
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+    from workbook.models import MINILM, model_path
+
+    out = Path(out_dir)
+    model = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=128, local_files_only=True)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        args = CrossEncoderTrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=2e-4,
+            warmup_steps=0.1,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            save_strategy="no",
+            logging_steps=max(1, len(train_data) // batch_size // 5),
+            report_to="none",
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        loss = MultipleNegativesRankingLoss(model, num_negatives=in_batch)
+        CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss).train()
+        staged = Path(tmp) / "model"
+        model.save_pretrained(str(staged))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(staged), out)  # moved in whole: a cache folder is either complete or absent
+    return model
+
+
+def load_reranker(
+    cfg: Config, ds: Dataset | None = None, candidates: dict[str, Sequence[str]] | None = None, split: str = "train"
+):
+    """The reranker: ``cfg.reranker`` when set (any local cross-encoder folder), else one trained on ``split``
+    pairs from ``candidates`` and cached under ``cfg.cache_dir / "rerankers"`` (keyed on its training data).
+
+    Raises:
+        ModelNotAvailableError: ``cfg.reranker`` is not a local folder.
+    """
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from workbook.models import ModelNotAvailableError
+
+    if cfg.reranker:
+        if not Path(cfg.reranker).is_dir():
+            raise ModelNotAvailableError(
+                f"reranker {cfg.reranker!r} is not a local folder; no model hub is reachable offline"
+            )
+        return CrossEncoder(cfg.reranker, local_files_only=True)
+    if ds is None or candidates is None:
+        raise ValueError("training a reranker needs the dataset and the retriever's candidates for its split")
+    pairs = reranker_pairs(ds, split, candidates, cfg.reranker_train_queries, cfg.reranker_negatives, cfg.seed)
+    digest = hashlib.sha1(json.dumps(pairs.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    folder = cfg.cache_dir / "rerankers" / f"minilm-ce-{digest}"
+    if (folder / "config.json").exists():
+        return CrossEncoder(str(folder), local_files_only=True)
+    return train_reranker(pairs, folder, cfg)
+
+
+def rerank(
+    cross_encoder,
+    ds: Dataset,
+    split: str,
+    candidates: dict[str, Sequence[str]],
+    depth: int,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> dict[str, list[str]]:
+    """Re-score each query's top-``depth`` candidates with a cross-encoder; the rest keep their order after them."""
+    queries = ds.split_queries(split)
+    pairs, spans = [], {}
+    for qid, text in queries.items():
+        head = list(candidates.get(qid, []))[:depth]
+        spans[qid] = (len(pairs), head)
+        pairs += [(text, ds.doc_text(d)) for d in head]
+    scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress)
+    out = {}
+    for qid, (start, head) in spans.items():
+        s = scores[start : start + len(head)]
+        order = sorted(range(len(head)), key=lambda i: (-float(s[i]), i))
+        out[qid] = [head[i] for i in order] + list(candidates.get(qid, []))[depth:]
+    return out
