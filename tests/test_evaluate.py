@@ -3,6 +3,8 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
+import pandas as pd
 import pytest
 import pytrec_eval
 
@@ -81,3 +83,118 @@ def test_by_slice_means_and_counts():
     table = by_slice([res], {"s1": ["q1"], "s2": ["q2", "q9"]}, "recall@1")
     assert table.loc["A"].to_dict() == {"all": 0.5, "s1": 1.0, "s2": 0.0}
     assert table.loc["queries"].to_dict() == {"all": 2, "s1": 1, "s2": 1}
+
+
+def _result(values, name, metric="recall@10"):
+    from workbook.evaluate import RetrievalResult
+
+    frame = pd.DataFrame({metric: values}, index=[f"q{i:03d}" for i in range(len(values))])
+    return RetrievalResult(name=name, per_query=frame)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    from workbook.evaluate import bootstrap_ci
+
+    values = np.random.default_rng(0).random(200)
+    lo, hi = bootstrap_ci(values, seed=1)
+    assert lo < values.mean() < hi and hi - lo < 0.2
+    assert bootstrap_ci(values, seed=1) == (lo, hi)
+    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+
+
+def test_paired_comparison_detects_a_real_difference_and_not_a_null_one():
+    from workbook.evaluate import paired_comparison, results_with_ci
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 300).astype(float)
+    better = np.where(rng.random(300) < 0.3, 1.0, a)  # B fixes about 30% of A's misses, breaks nothing
+    cmp = paired_comparison(_result(a, "A"), _result(better, "B"))
+    assert cmp.delta > 0.1 and cmp.ci_low > 0 and cmp.p_value < 0.01 and cmp.significant
+    assert cmp.a_better == 0 and cmp.b_better == int((better > a).sum())
+    shuffled = rng.permutation(a)  # same distribution, unrelated per query: no systematic difference
+    null = paired_comparison(_result(a, "A"), _result(a.copy(), "A2"))
+    assert null.delta == 0 and null.p_value == 1.0 and not null.significant
+    noise = paired_comparison(_result(a, "A"), _result(shuffled, "S"))
+    assert noise.ci_low < 0 < noise.ci_high and noise.p_value > 0.05
+    table = results_with_ci([_result(a, "A"), _result(better, "B")], metrics=["recall@10"])
+    assert table.loc["B", "recall@10 lo"] <= table.loc["B", "recall@10"] <= table.loc["B", "recall@10 hi"]
+    assert "95% CI" in cmp.as_series().index
+
+
+def test_worst_queries_lists_lowest_first():
+    from workbook.data import Dataset
+    from workbook.evaluate import worst_queries
+
+    corpus = {d: {"title": d, "text": f"text {d}", "metadata": {}} for d in ("a", "b", "c")}
+    ds = Dataset(corpus, {"q1": "one", "q2": "two"}, {"test": {"q1": {"a": 1}, "q2": {"b": 1}}})
+    ranked = {"q1": ["a", "c"], "q2": ["c", "a"]}
+    res = evaluate_ranking(ranked, ds.qrels["test"], ["mrr@10"])
+    worst = worst_queries(res, ranked, ds, "test", n=1)
+    assert list(worst.index) == ["q2"] and worst.loc["q2", "gold"] == "b text b"
+    assert worst.loc["q2", "top results"].startswith("c text c")
+
+
+def test_truncate_renormalises():
+    from workbook.evaluate import truncate
+
+    emb = np.array([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    cut = truncate(emb, 1)
+    assert cut.shape == (2, 1) and np.allclose(cut, 1.0)
+    with pytest.raises(ValueError, match="dim must be in 1..3"):
+        truncate(emb, 4)
+
+
+def test_interpolate_weights_is_linear_per_tensor():
+    import torch
+
+    from workbook.evaluate import interpolate_weights
+
+    torch.manual_seed(0)
+    base, tuned = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    half = interpolate_weights(base, tuned, 0.5)
+    assert torch.allclose(half.weight, (base.weight + tuned.weight) / 2)
+    assert torch.allclose(interpolate_weights(base, tuned, 0.0).weight, base.weight)
+    assert torch.allclose(interpolate_weights(base, tuned, 1.0).bias, tuned.bias)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        interpolate_weights(base, tuned, 1.5)
+    with pytest.raises(ValueError, match="same architecture"):
+        interpolate_weights(base, torch.nn.Linear(4, 2), 0.5)
+
+
+def test_pick_merge_ratio_respects_the_forgetting_budget():
+    from workbook.evaluate import pick_merge_ratio
+
+    curve = pd.DataFrame({"domain gain": [0.0, 0.15, 0.22, 0.25], "general loss": [0.0, 0.004, 0.012, 0.03]},
+                         index=[0.0, 0.5, 0.75, 1.0])  # fmt: skip
+    assert pick_merge_ratio(curve, 0.01) == 0.5
+    assert pick_merge_ratio(curve, 0.05) == 1.0
+    with pytest.raises(ValueError, match="no ratio"):
+        pick_merge_ratio(curve, 0.01, min_gain_share=0.8)
+
+
+def test_interpolation_curve_scores_each_ratio():
+    import torch
+
+    from workbook.evaluate import interpolation_curve
+
+    base, tuned = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        base.weight.fill_(0.0)
+        tuned.weight.fill_(1.0)
+    weight = lambda m: float(m.weight)  # noqa: E731
+    curve = interpolation_curve(base, tuned, [0.0, 0.5, 1.0], weight, lambda m: 1 - weight(m) / 10)
+    assert curve["domain gain"].tolist() == [0.0, 0.5, 1.0]
+    assert curve["general loss"].round(6).tolist() == [0.0, 0.05, 0.1]
+    with pytest.raises(ValueError, match="must include 0"):
+        interpolation_curve(base, tuned, [0.5], weight, weight)
+
+
+def test_save_results_writes_tables_and_dicts(tmp_path):
+    import json
+
+    from workbook.evaluate import save_results
+
+    save_results(pd.DataFrame({"recall@10": [0.5]}, index=["BM25"]), tmp_path / "t.json")
+    save_results({"alpha": 0.5, "curve": [{"alpha": 0.0}]}, tmp_path / "d.json")
+    assert json.loads((tmp_path / "t.json").read_text()) == {"BM25": {"recall@10": 0.5}}
+    assert json.loads((tmp_path / "d.json").read_text())["alpha"] == 0.5

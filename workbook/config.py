@@ -69,6 +69,20 @@ class Config:
     reranker_negatives: int = 3
     # The target a retriever must reach on dev Recall@10 for "no need to fine-tune" (notebook 02's decision gate).
     target_recall_at_10: float = 0.9
+    # Deploy (notebook 07): the promotion gate a new model must pass in the shadow test against production.
+    # Metric delta and win rate are measured on labelled queries; latency and overlap on all shadow queries.
+    gate_metric: str = "ndcg@10"
+    gate_min_metric_delta: float = 0.0  # new - old mean of gate_metric
+    gate_min_win_rate: float = 0.5  # wins / (wins + losses) on gate_metric, per query
+    # An absolute p95 budget (ms, query encoding + search, one query at a time) for the candidate; None checks only
+    # the ratio to production, since absolute latency depends on the machine (and its load) more than on the model.
+    gate_max_p95_latency_ms: float | None = None
+    gate_max_latency_ratio: float = 1.5  # new p95 / old p95
+    gate_min_overlap: float = 0.1  # mean overlap@10 with production on unlabelled queries (below: a broken index)
+    # Synthetic queries from an OpenAI-compatible endpoint (workbook.synth.OpenAIGenerator); None reads the
+    # environment ($WORKBOOK_LLM_BASE_URL, $WORKBOOK_LLM_MODEL). The API key is read from $OPENAI_API_KEY only.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -100,6 +114,32 @@ class Config:
     def rerank_depth(self) -> int:
         """Candidates the reranker re-scores per query."""
         return 20 if self.fast else 30
+
+    @property
+    def train_max_rows(self) -> int | None:
+        """Training rows of the final fine-tune (``None``: every mined row; fast mode: a small sample)."""
+        return 384 if self.fast else None
+
+    @property
+    def compare_max_rows(self) -> int:
+        """Training rows per run when recipes and data sources are compared on an equal budget (notebook 05)."""
+        return 96 if self.fast else 3000
+
+    @property
+    def train_eval_steps(self) -> int:
+        """Evaluate on dev (and save a checkpoint) every this many optimiser steps during fine-tuning."""
+        return 6 if self.fast else 100
+
+    @property
+    def dev_eval_candidates(self) -> int:
+        """Per dev query, the base retrievers' top-N docs that join the gold docs in the in-training dev corpus."""
+        return 10
+
+    @property
+    def shadow_queries(self) -> int:
+        """Labelled (and as many unlabelled) queries the deploy shadow test samples (local Qdrant searches by brute
+        force: about 50 ms a query on the full corpus here)."""
+        return 300 if self.fast else 1000
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed."""

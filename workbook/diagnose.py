@@ -553,3 +553,56 @@ def should_fine_tune(
     go = all(checks.values())
     reasons = list(texts.values()) if go else [texts[k] for k, ok in checks.items() if not ok]
     return FineTuneDecision(go=go, reasons=reasons, checks=checks)
+
+
+#: The lookalike groups drawn on the UMAP in notebooks 01 and 06: (a member code, group kind). All four lie in the
+#: endocrine and circulatory chapters, so the same groups exist in fast and full mode.
+UMAP_PICKS = (("I21.4", "category"), ("E10.21", "excludes1"), ("I22.0", "category"), ("I50.810", "siblings"))
+
+
+def lookalike_projection(cfg: Config, ds: Dataset, model, refit: bool = False) -> Projection:
+    """The UMAP of the :data:`UMAP_PICKS` groups fit on ``model``'s embeddings, loaded from
+    :func:`projection_path` when notebook 01 saved it (fit and saved here otherwise, or when ``refit``).
+
+    ``meta["points"]`` holds the points (docs and queries of each group) in the order of ``ids``.
+    """
+    from workbook.retrieval import encode
+
+    path = projection_path(cfg)
+    if path.exists() and not refit:
+        return load_projection(path)
+    groups = [find_group(ds.extras["lookalikes"], code, kind) for code, kind in UMAP_PICKS]
+    points = group_points(ds, groups)
+    emb = encode(model, points["text"].tolist(), show_progress=False)
+    meta = {"points": points, "model": cfg.base_model}
+    return fit_projection(emb, points["id"].tolist(), path, seed=cfg.seed, meta=meta)
+
+
+def measure_collapse(
+    model,
+    ds: Dataset,
+    qrels: Mapping[str, Mapping[str, int]],
+    ranked: Mapping[str, Sequence[str]],
+    k: int = 10,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> pd.Series:
+    """The lookalike-collapse numbers of notebook 01 (:func:`collapse_summary`) for ``model`` on ``qrels``' queries.
+
+    Args:
+        ranked: ``model``'s ranking for those queries (for the sibling-confusion rate@k).
+        cache_dir: the shared embedding cache (corpus embeddings are computed once per model weights).
+    """
+    from workbook.retrieval import encode, encode_cached
+
+    doc_ids = ds.doc_ids()
+    doc_emb = encode_cached(model, ds.doc_texts(), cache_dir, show_progress=False)
+    query_ids = sorted(qrels)
+    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
+    groups = ds.extras["lookalikes"]
+    siblings = sibling_map(groups)
+    pairs = sibling_pair_cosines(doc_emb, doc_ids, groups)
+    random_cos = random_pair_cosines(doc_emb, 20_000, seed=seed)
+    confusion = sibling_confusion(ranked, qrels, siblings, k=k)
+    margins = sibling_margins(q_emb, query_ids, doc_emb, doc_ids, qrels, siblings)
+    return collapse_summary(pairs, random_cos, confusion, margins, k=k)

@@ -140,3 +140,227 @@ def by_slice(
     frame = pd.DataFrame.from_dict(rows, orient="index").round(digits)
     frame.loc["queries"] = pd.Series(sizes)
     return frame
+
+
+# ------------------------------------------------------------------------------------------------ uncertainty
+
+
+def bootstrap_ci(values, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of per-query values (``scipy.stats.bootstrap``)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if values.size < 2 or np.all(values == values[0]):
+        return float(values.mean()), float(values.mean())
+    res = stats.bootstrap(
+        (values,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+        random_state=np.random.default_rng(seed),
+    )  # fmt: skip
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def results_with_ci(
+    results: Iterable[RetrievalResult],
+    metrics: Sequence[str] = ("recall@10", "ndcg@10"),
+    n_resamples: int = 2000,
+    seed: int = 0,
+    digits: int = 4,
+) -> pd.DataFrame:
+    """Mean and 95% bootstrap CI of each metric per run: columns ``<metric>``, ``<metric> lo``, ``<metric> hi``."""
+    rows = {}
+    for res in results:
+        row = {}
+        for m in metrics:
+            col = res.per_query[m].to_numpy()
+            lo, hi = bootstrap_ci(col, n_resamples=n_resamples, seed=seed)
+            row.update({m: col.mean(), f"{m} lo": lo, f"{m} hi": hi})
+        rows[res.name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").round(digits)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Run B minus run A on the same queries: mean difference, its 95% bootstrap CI and a paired test's p-value."""
+
+    metric: str
+    a: str
+    b: str
+    queries: int
+    mean_a: float
+    mean_b: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    b_better: int
+    a_better: int
+
+    @property
+    def significant(self) -> bool:
+        """The CI excludes zero (and so, at 95%, the paired test rejects "no difference")."""
+        return self.ci_low > 0 or self.ci_high < 0
+
+    def as_series(self) -> pd.Series:
+        """One row for a table."""
+        return pd.Series(
+            {"queries": self.queries, self.a: round(self.mean_a, 4), self.b: round(self.mean_b, 4),
+             "delta": round(self.delta, 4), "95% CI": f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}]",
+             "p-value": float(f"{self.p_value:.3g}"), f"{self.b} better": self.b_better,
+             f"{self.a} better": self.a_better},
+            name=f"{self.metric}: {self.b} - {self.a}",
+        )  # fmt: skip
+
+
+def paired_comparison(
+    a: RetrievalResult, b: RetrievalResult, metric: str = "recall@10", n_resamples: int = 2000, seed: int = 0
+) -> PairedComparison:
+    """Compare two runs query by query: bootstrap CI of the mean difference and a paired randomisation test.
+
+    The test (``scipy.stats.permutation_test``, ``permutation_type="samples"``) flips, per query, which run each
+    value came from: under "no difference" that changes nothing, so the p-value is the share of flips whose mean
+    difference is at least as extreme as the observed one.
+    """
+    from scipy import stats
+
+    joined = a.per_query[[metric]].join(b.per_query[[metric]], lsuffix="_a", rsuffix="_b", how="inner")
+    if joined.empty:
+        raise ValueError(f"{a.name} and {b.name} share no query")
+    va, vb = joined[f"{metric}_a"].to_numpy(), joined[f"{metric}_b"].to_numpy()
+    diff = vb - va
+    lo, hi = bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
+    if np.all(diff == 0):
+        p = 1.0
+    else:
+        test = stats.permutation_test(
+            (vb, va), lambda x, y, axis=-1: np.mean(x - y, axis=axis), permutation_type="samples",
+            n_resamples=n_resamples, random_state=np.random.default_rng(seed), vectorized=True,
+        )  # fmt: skip
+        p = float(test.pvalue)
+    return PairedComparison(
+        metric=metric, a=a.name, b=b.name, queries=len(diff), mean_a=float(va.mean()), mean_b=float(vb.mean()),
+        delta=float(diff.mean()), ci_low=lo, ci_high=hi, p_value=p, b_better=int((diff > 0).sum()),
+        a_better=int((diff < 0).sum()),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ error analysis
+
+
+def worst_queries(
+    result: RetrievalResult, ranked: Ranking, ds, split: str, metric: str = "mrr@10", n: int = 10, shown: int = 3
+) -> pd.DataFrame:
+    """The ``n`` queries of ``split`` with the lowest ``metric`` (ties by query id): query, gold codes, top hits."""
+    col = result.per_query[metric].sort_values(kind="stable")
+    rows = []
+    for qid in col.index[:n]:
+        gold = sorted(d for d, s in ds.qrels[split][qid].items() if s > 0)
+        rows.append(
+            {"query": ds.queries[qid], metric: round(float(col[qid]), 3),
+             "gold": "; ".join(f"{d} {ds.corpus[d]['text']}" for d in gold[:shown]),
+             "top results": "; ".join(f"{d} {ds.corpus[d]['text']}" for d in list(ranked.get(qid, []))[:shown])}
+        )  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame.index = list(col.index[:n])
+    frame.index.name = "query id"
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------ truncation, merging
+
+
+def truncate(emb: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` coordinates of each vector, L2-normalised again (how Matryoshka embeddings are served)."""
+    if not 1 <= dim <= emb.shape[1]:
+        raise ValueError(f"dim must be in 1..{emb.shape[1]}, got {dim}")
+    cut = np.ascontiguousarray(emb[:, :dim], dtype=np.float32)
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+
+
+def interpolate_weights(base, tuned, alpha: float):
+    """A model whose weights are ``(1 - alpha) * base + alpha * tuned`` (linear merging, a.k.a. WiSE-FT).
+
+    Written here because sentence-transformers' merging needs ``mergekit``, which is not among the course's offline
+    packages; a linear merge of two models of the same architecture is one weighted sum per tensor.
+
+    Args:
+        base: the model before fine-tuning.
+        tuned: the fine-tuned model (same architecture).
+        alpha: 0 gives the base model, 1 the tuned one.
+    """
+    import copy
+
+    import torch
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    a, b = base.state_dict(), tuned.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("interpolate_weights needs two models of the same architecture")
+    merged = copy.deepcopy(tuned)
+    with torch.no_grad():
+        merged.load_state_dict(
+            {k: torch.lerp(a[k].float(), b[k].float(), alpha).to(a[k].dtype) if a[k].is_floating_point() else b[k]
+             for k in a}  # fmt: skip
+        )
+    return merged
+
+
+def pick_merge_ratio(curve: pd.DataFrame, max_general_loss: float = 0.01, min_gain_share: float = 0.0) -> float:
+    """The interpolation ratio to ship: the largest ``alpha`` whose general-domain loss is at most
+    ``max_general_loss`` and whose domain gain is at least ``min_gain_share`` of the fully tuned model's.
+
+    Args:
+        curve: one row per ``alpha`` (index) with columns ``domain gain`` and ``general loss`` (both vs alpha 0,
+            in metric units; a loss is positive when the general metric dropped).
+        max_general_loss: the forgetting budget (0.01 = 1 nDCG point).
+        min_gain_share: the least share of the alpha=1 gain the pick must keep.
+
+    Raises:
+        ValueError: no ratio meets both conditions.
+    """
+    full_gain = float(curve.loc[curve.index.max(), "domain gain"])
+    within = curve["general loss"] <= max_general_loss + 1e-12
+    ok = curve[within & (curve["domain gain"] >= min_gain_share * full_gain)]
+    if ok.empty:
+        raise ValueError(f"no ratio keeps the general loss <= {max_general_loss} with {min_gain_share:.0%} of the gain")
+    return float(ok.index.max())
+
+
+def interpolation_curve(base, tuned, alphas: Sequence[float], score_domain, score_general) -> pd.DataFrame:
+    """Score base<->tuned weight interpolations on the domain and on a general set.
+
+    Args:
+        base, tuned: the models at alpha 0 and alpha 1 (used as they are there: no copy).
+        alphas: ratios to trace; 0 must be among them (the reference for gains and losses).
+        score_domain, score_general: ``model -> float`` (e.g. domain dev Recall@10, SciFact nDCG@10).
+
+    Returns:
+        One row per alpha: ``domain``, ``general``, ``domain gain`` and ``general loss`` (vs alpha 0).
+    """
+    from tqdm.auto import tqdm
+
+    if 0.0 not in alphas:
+        raise ValueError("alphas must include 0 (the base model, the reference)")
+    rows = {}
+    for alpha in tqdm(sorted(alphas), desc="interpolations"):
+        model = base if alpha == 0 else tuned if alpha == 1 else interpolate_weights(base, tuned, alpha)
+        rows[float(alpha)] = {"domain": float(score_domain(model)), "general": float(score_general(model))}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "alpha"
+    frame["domain gain"] = frame["domain"] - frame.loc[0.0, "domain"]
+    frame["general loss"] = frame.loc[0.0, "general"] - frame["general"]
+    return frame
+
+
+def save_results(results: pd.DataFrame | Mapping, path) -> None:
+    """Write a results table (``orient="index"``) or a dict as JSON, atomically, for the README and the benchmarks."""
+    import json
+    from pathlib import Path
+
+    from workbook.data import _atomic_write
+
+    if isinstance(results, pd.DataFrame):
+        text = results.to_json(orient="index", indent=1, double_precision=4)
+    else:
+        text = json.dumps(results, indent=1, default=float)
+    _atomic_write(Path(path), text + "\n")

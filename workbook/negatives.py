@@ -546,10 +546,21 @@ def training_set_path(cfg: Config) -> Path:
     return cfg.artifacts_dir / "negatives" / f"{cfg.mode}-train.jsonl"
 
 
+def data_digest(ds: Dataset, pairs: Iterable[tuple[str, str]]) -> str:
+    """A short hash of what mining saw: the corpus ids and each (query text, positive id) pair, in order."""
+    digest = hashlib.sha256()
+    for did in ds.corpus:
+        digest.update(did.encode() + b"\0")
+    for qid, did in pairs:
+        digest.update(f"{ds.queries[qid]}\t{did}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def save_training_set(ds: Dataset, mined: MinedNegatives, path: str | Path, model_id: str = "") -> Path:
     """Write the mined rows as JSONL (anchor, positive, negative_1..N plus ids) and a ``.meta.json`` beside it.
 
-    Rows with fewer than N negatives are left out, as in :meth:`MinedNegatives.to_dataset`.
+    Rows with fewer than N negatives are left out, as in :meth:`MinedNegatives.to_dataset`. The meta file records the
+    settings, the model's fingerprint and :func:`data_digest` of the mined pairs, so a stale set is never reused.
     """
     path = Path(path)
     n = mined.settings.num_negatives
@@ -562,7 +573,13 @@ def save_training_set(ds: Dataset, mined: MinedNegatives, path: str | Path, mode
         rec.update({"query_id": r["query_id"], "positive_id": r["positive"], "negative_ids": r["negatives"][:n]})
         lines.append(json.dumps(rec, ensure_ascii=False))
     _atomic_write(path, "\n".join(lines) + "\n")
-    meta = {"settings": asdict(mined.settings), "rows": len(lines), "dataset": ds.name, "model": model_id}
+    meta = {
+        "settings": asdict(mined.settings),
+        "rows": len(lines),
+        "dataset": ds.name,
+        "data": data_digest(ds, [(r["query_id"], r["positive"]) for r in mined.rows]),
+        "model": model_id,
+    }
     _atomic_write(path.with_suffix(".meta.json"), json.dumps(meta, indent=2) + "\n")
     return path
 
@@ -589,18 +606,33 @@ def load_training_set(path: str | Path, with_ids: bool = False):
 
 
 def load_or_mine_training_set(
-    cfg: Config, ds: Dataset, model, settings: MiningSettings = TRAINING_SETTINGS, with_ids: bool = False
+    cfg: Config,
+    ds: Dataset,
+    model,
+    settings: MiningSettings = TRAINING_SETTINGS,
+    with_ids: bool = False,
+    path: str | Path | None = None,
+    split: str = "train",
 ):
-    """The saved training set for ``cfg.mode`` when it was mined with ``settings`` and ``model``'s weights;
-    otherwise mine it (train split, shared embedding cache) and save it."""
+    """The saved training set when it was mined with ``settings``, ``model``'s weights and the same pairs of
+    ``split``; otherwise mine it (shared embedding cache) and save it.
+
+    Args:
+        path: where the set lives; ``None`` is :func:`training_set_path` (the case study's train split).
+    """
     from workbook.retrieval import model_fingerprint
 
-    path = training_set_path(cfg)
+    path = Path(path) if path is not None else training_set_path(cfg)
     meta_path = path.with_suffix(".meta.json")
+    pairs, _ = training_pairs(ds, split)
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("settings") == asdict(settings) and meta.get("model") == model_fingerprint(model):
+        if (
+            meta.get("settings") == asdict(settings)
+            and meta.get("model") == model_fingerprint(model)
+            and meta.get("data") == data_digest(ds, pairs)
+        ):
             return load_training_set(path, with_ids=with_ids)
-    mined = mine_negatives(ds, model, settings, cache_dir=cfg.cache_dir / "embeddings")
+    mined = mine_negatives(ds, model, settings, split=split, cache_dir=cfg.cache_dir / "embeddings")
     save_training_set(ds, mined, path, model_id=model_fingerprint(model))
     return load_training_set(path, with_ids=with_ids)

@@ -213,3 +213,104 @@ def tradeoff_scatter(
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
     return ax
+
+
+def training_curves(history: list[dict], ax=None, metric: str = "eval_dev_cosine_ndcg@10", title: str = ""):
+    """Training loss (left axis) and a dev metric (right axis) against the optimiser step, from a trainer's log.
+
+    Args:
+        history: ``trainer.state.log_history`` (saved as ``log_history.json`` beside each fine-tuned model).
+        metric: the logged evaluation key drawn on the right axis (skipped when never logged).
+
+    Returns:
+        The left axes.
+    """
+    ax = _axes(ax)
+    loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h[metric]) for h in history if metric in h]
+    if loss:
+        ax.plot(*zip(*loss, strict=True), color="#1f77b4", label="training loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss", color="#1f77b4")
+    if evals:
+        right = ax.twinx()
+        right.plot(*zip(*evals, strict=True), color="#d62728", marker="o", label=metric)
+        right.set_ylabel(metric.removeprefix("eval_"), color="#d62728")
+        right.grid(False)
+    ax.set_title(title)
+    return ax
+
+
+def ci_bars(table: pd.DataFrame, metric: str, ax=None, title: str = "", highlight: str | None = None):
+    """Horizontal bars of ``metric`` per run with its 95% CI (columns ``<metric> lo`` / ``<metric> hi``).
+
+    Args:
+        table: from :func:`workbook.evaluate.results_with_ci`, one row per run (drawn top to bottom).
+        highlight: a run drawn in red.
+
+    Returns:
+        The axes drawn on.
+    """
+    import numpy as np
+
+    ax = _axes(ax)
+    values = table[metric].to_numpy()
+    err = np.vstack([values - table[f"{metric} lo"].to_numpy(), table[f"{metric} hi"].to_numpy() - values])
+    colours = ["#d62728" if name == highlight else "#1f77b4" for name in table.index]
+    ax.barh([str(i) for i in table.index], values, xerr=err, color=colours, capsize=3)
+    ax.invert_yaxis()
+    for y, (v, hi) in enumerate(zip(values, table[f"{metric} hi"].to_numpy(), strict=True)):
+        ax.text(hi, y, f"  {v:.3f}", va="center", ha="left", fontsize="small")  # right of the CI whisker
+    ax.set_xlim(0, min(1.0, float(table[f"{metric} hi"].max()) * 1.18))
+    ax.set_xlabel(f"{metric} (mean over queries, 95% bootstrap CI)")
+    ax.set_title(title)
+    ax.grid(axis="y", visible=False)
+    return ax
+
+
+def metric_lines(frame: pd.DataFrame, ax=None, title: str = "", xlabel: str = "", ylabel: str = "", logx=False):
+    """One line per column of ``frame`` against its index (e.g. Recall@10 per model against embedding size).
+
+    Returns:
+        The axes drawn on.
+    """
+    ax = _axes(ax)
+    for col in frame.columns:
+        ax.plot(frame.index, frame[col], marker="o", label=str(col))
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(frame.index), [str(i) for i in frame.index])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize="small", loc="best")
+    return ax
+
+
+def merge_curve(curve: pd.DataFrame, ax=None, chosen: float | None = None, budget: float | None = None, title=""):
+    """Domain gain against general-domain loss for each base<->tuned interpolation ratio (``curve`` index).
+
+    Args:
+        curve: columns ``domain gain`` and ``general loss`` (metric units; drawn in points, x100).
+        chosen: the ratio picked (ringed in red).
+        budget: the general-loss budget (a dashed vertical line).
+
+    Returns:
+        The axes drawn on.
+    """
+    ax = _axes(ax)
+    x, y = 100 * curve["general loss"], 100 * curve["domain gain"]
+    ax.plot(x, y, marker="o", color="#1f77b4")
+    for alpha, xi, yi in zip(curve.index, x, y, strict=True):
+        ax.annotate(f"alpha={alpha:g}", (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize="small")
+    if chosen is not None:
+        point = ([100 * curve.loc[chosen, "general loss"]], [100 * curve.loc[chosen, "domain gain"]])
+        ax.scatter(*point, s=250, facecolors="none", edgecolors="#d62728", linewidths=2, zorder=4,
+                   label=f"chosen: alpha={chosen:g}")  # fmt: skip
+    if budget is not None:
+        ax.axvline(100 * budget, color="black", linestyle="--", linewidth=1, label=f"budget: {100 * budget:g} pt")
+    ax.set_xlabel("general-domain loss (SciFact nDCG@10 points)")
+    ax.set_ylabel("domain gain (ICD dev Recall@10 points)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small", loc="lower right")
+    return ax

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbook.config import get_config
+from workbook.data import Dataset
+from workbook.models import load_model
+from workbook.train import (
+    CARD_FILE,
+    RECIPES,
+    Recipe,
+    build_loss,
+    data_hash,
+    fine_tune,
+    get_recipe,
+    load_or_train,
+    read_card,
+    sample_rows,
+    synthetic_dataset,
+    write_card,
+)
+
+CODES = {
+    "E10.65": "Type 1 diabetes mellitus with hyperglycemia",
+    "E11.65": "Type 2 diabetes mellitus with hyperglycemia",
+    "E10.9": "Type 1 diabetes mellitus without complications",
+    "E11.9": "Type 2 diabetes mellitus without complications",
+    "I21.4": "Non-ST elevation (NSTEMI) myocardial infarction",
+    "I21.09": "ST elevation (STEMI) myocardial infarction involving other coronary artery of anterior wall",
+    "I50.21": "Acute systolic (congestive) heart failure",
+    "I50.31": "Acute diastolic (congestive) heart failure",
+}
+ROWS = [
+    ("juvenile diabetes with high blood sugar", "E10.65", "E11.65"),
+    ("adult-onset diabetes with high blood sugar", "E11.65", "E10.65"),
+    ("type 1 diabetic, no complications", "E10.9", "E11.9"),
+    ("type 2 diabetic, no complications", "E11.9", "E10.9"),
+    ("NSTEMI", "I21.4", "I21.09"),
+    ("anterior wall STEMI", "I21.09", "I21.4"),
+    ("acute systolic heart failure", "I50.21", "I50.31"),
+    ("acute diastolic heart failure", "I50.31", "I50.21"),
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("all-MiniLM-L6-v2")
+
+
+def rows(n_repeat: int = 2):
+    import datasets
+
+    out = {"anchor": [], "positive": [], "negative_1": []}
+    for i in range(n_repeat):
+        for q, pos, neg in ROWS:
+            out["anchor"].append(q if i == 0 else f"{q} ({i})")
+            out["positive"].append(f"{pos} {CODES[pos]}")
+            out["negative_1"].append(f"{neg} {CODES[neg]}")
+    return datasets.Dataset.from_dict(out)
+
+
+TINY = Recipe(name="tiny", batch_size=4, learning_rate=1e-4)
+
+
+def test_recipes_and_losses(minilm):
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    assert set(RECIPES) == {"mnrl", "cached-mnrl", "matryoshka", "lora"}
+    assert get_recipe("lora").lora and get_recipe(TINY) is TINY
+    assert isinstance(build_loss(minilm, get_recipe("mnrl")), MultipleNegativesRankingLoss)
+    assert isinstance(build_loss(minilm, get_recipe("cached-mnrl")), CachedMultipleNegativesRankingLoss)
+    loss = build_loss(minilm, get_recipe("matryoshka"))
+    assert isinstance(loss, MatryoshkaLoss) and list(loss.matryoshka_dims) == [384, 256, 128, 64]
+    with pytest.raises(KeyError, match="unknown recipe 'triplet'"):
+        get_recipe("triplet")
+    with pytest.raises(ValueError, match="loss must be"):
+        Recipe(name="bad", loss="triplet")
+
+
+def test_synthetic_dataset_merges_texts_and_checks_docs():
+    corpus = {c: {"title": c, "text": t, "metadata": {}} for c, t in CODES.items()}
+    ds = Dataset(corpus=corpus, queries={}, qrels={}, name="tiny")
+    syn = synthetic_dataset(ds, [("sugar diabetes", "E10.65"), ("sugar diabetes", "E11.65"), ("NSTEMI", "I21.4")])
+    assert syn.queries == {"syn000000": "sugar diabetes", "syn000001": "NSTEMI"}
+    assert syn.qrels == {"train": {"syn000000": {"E10.65": 1, "E11.65": 1}, "syn000001": {"I21.4": 1}}}
+    with pytest.raises(KeyError, match="doc 'Z99' is not in the corpus"):
+        synthetic_dataset(ds, [("x", "Z99")])
+
+
+def test_sample_rows_and_data_hash():
+    data = rows()
+    assert sample_rows(data, None, 0) is data and sample_rows(data, 100, 0) is data
+    a, b = sample_rows(data, 5, 0), sample_rows(data, 5, 0)
+    assert len(a) == 5 and a["anchor"] == b["anchor"]
+    assert data_hash(a) == data_hash(b) != data_hash(sample_rows(data, 5, 1))
+
+
+def test_cards_roundtrip(tmp_path):
+    write_card(tmp_path, {"base_model": "all-MiniLM-L6-v2", "dev_metrics": {"recall@10": 0.5}})
+    assert read_card(tmp_path)["dev_metrics"]["recall@10"] == 0.5
+    with pytest.raises(FileNotFoundError, match="no model card"):
+        read_card(tmp_path / "missing")
+
+
+def test_fine_tune_moves_weights_and_resumes_after_interruption(tmp_path, minilm):
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:  # checkpoint-2 is on disk by now
+                raise KeyboardInterrupt("simulated crash")
+
+    cfg = get_config(artifacts_dir=tmp_path)
+    base_emb = minilm.encode(["NSTEMI"], normalize_embeddings=True)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(cfg, minilm, rows(), tmp_path / "run", TINY, eval_steps=2, max_steps=4,
+                  callbacks=[Interrupt()], show_progress=False)  # fmt: skip
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "run" / "model").exists()
+    class Count(TrainerCallback):
+        steps: list[int] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    done = fine_tune(cfg, minilm, rows(), tmp_path / "run", TINY, eval_steps=2, max_steps=4, callbacks=[Count()],
+                     show_progress=False)  # fmt: skip
+    assert done.card["resumed"] and done.card["steps"] == 4
+    assert Count.steps == [3, 4]  # the second run went on from checkpoint-2; it did not start over
+    assert (done.path / "config.json").is_file()
+    tuned_emb = done.model.encode(["NSTEMI"], normalize_embeddings=True)
+    assert not np.allclose(base_emb, tuned_emb, atol=1e-4)  # the weights moved
+    assert np.allclose(base_emb, minilm.encode(["NSTEMI"], normalize_embeddings=True))  # the base did not
+
+
+def test_lora_trains_few_weights_and_saves_a_plain_model(tmp_path, minilm):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = get_config(artifacts_dir=tmp_path)
+    lora = Recipe(name="lora-tiny", lora=True, batch_size=4, learning_rate=1e-3)
+    done = fine_tune(cfg, minilm, rows(), tmp_path / "lora", lora, eval_steps=2, max_steps=2, show_progress=False)
+    assert done.card["trainable_parameters"] < 0.1 * done.card["parameters"]
+    assert not (done.path / "adapter_config.json").exists()  # merged: loads without peft
+    reloaded = SentenceTransformer(str(done.path), local_files_only=True)
+    a = reloaded.encode(["NSTEMI"], normalize_embeddings=True)
+    assert np.allclose(a, done.model.encode(["NSTEMI"], normalize_embeddings=True), atol=1e-5)
+    assert not np.allclose(a, minilm.encode(["NSTEMI"], normalize_embeddings=True), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cached-mnrl", "matryoshka"])
+def test_other_losses_train(tmp_path, minilm, name):
+    recipe = Recipe(name=name, loss=name, batch_size=8, mini_batch_size=2, learning_rate=1e-4)
+    cfg = get_config(artifacts_dir=tmp_path)
+    done = fine_tune(cfg, minilm, rows(), tmp_path / name, recipe, eval_steps=2, max_steps=2, show_progress=False)
+    assert done.card["steps"] == 2 and done.history[-1]["train_loss"] > 0
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path, minilm):
+    """A 400-code slice of the fast case study, 64 rows (2 steps): mining, dev evaluator, training, card, cache."""
+    from workbook.data import subset
+    from workbook.icd10cm import load_icd10cm
+
+    cfg = get_config(fast=True, artifacts_dir=tmp_path, cache_dir=tmp_path / "cache")
+    fast = load_icd10cm(cfg)
+    ds = subset(fast, doc_ids=list(fast.corpus)[:400], name="icd10cm-slice")
+    first = load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, show_progress=False)
+    card = read_card(first.path)
+    assert card["base_model"] == "all-MiniLM-L6-v2" and card["data"]["rows"] == 64
+    assert len(card["data"]["sha256"]) == 64 and card["recipe"]["loss"] == "mnrl" and card["dataset"] == ds.name
+    assert set(card["dev_metrics"]) == {"recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"}
+    assert (first.path / CARD_FILE).is_file() and (first.path.parent / "log_history.json").is_file()
+    assert not (first.path.parent / "checkpoints").exists()  # the best checkpoint is the saved model now
+    again = load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, show_progress=False)
+    assert again.path == first.path and again.card == card  # loaded, not retrained
+    assert card["model_fingerprint"] != card["base_model_fingerprint"]
+    other = load_or_train(cfg, "mnrl", "real", max_rows=32, ds=ds, base=minilm, show_progress=False)
+    assert other.path != first.path  # another budget is another run
