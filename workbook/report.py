@@ -1,0 +1,417 @@
+"""The run report: ``RUN_DIR/report.md`` and a self-contained ``RUN_DIR/report.html``, from the steps' JSON outputs.
+
+Every number comes from a step's ``result.json`` (or another JSON file the step wrote); figures are drawn from those
+files too, saved under ``RUN_DIR/figures/`` (linked from the markdown, embedded as PNG data URIs in the HTML).
+The report is a list of blocks rendered twice, so both files always say the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from workbook.data import _atomic_write
+from workbook.pipeline import (
+    MANIFEST,
+    RESULT,
+    RUN_FILE,
+    STEPS,
+    UNHASHED,
+    PipelineSettings,
+    frame_from_json,
+    read_json,
+)
+
+FIGURES = "figures"
+_DIGITS = 4
+
+
+@dataclass
+class Block:
+    """One piece of the report: ``kind`` is h1, h2, h3, p, list, table, figure or pre."""
+
+    kind: str
+    content: object
+    caption: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def fmt(value, digits: int = _DIGITS) -> str:
+    """A cell as text: floats with ``digits`` decimals, integers as they are, missing values as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+#: Rows holding counts in otherwise metric tables (e.g. ``by_slice``'s last row): shown without decimals.
+COUNT_ROWS = ("queries", "queries measured")
+
+
+def _cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as text (see :func:`fmt`); rows of :data:`COUNT_ROWS` as whole numbers."""
+    out = frame.astype(object).map(fmt)
+    for row in COUNT_ROWS:
+        if row in frame.index:
+            out.loc[row] = [fmt(int(v)) if isinstance(v, float) and math.isfinite(v) else fmt(v)
+                            for v in frame.loc[row].tolist()]  # fmt: skip
+    return out
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``frame`` (index as the first column; floats to 4 decimals)."""
+    head = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
+    for idx, row in _cells(frame).iterrows():
+        cells = [str(idx)] + row.tolist()
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """The same table as HTML (pandas ``to_html``, same number format)."""
+    return _cells(frame).to_html(border=0, classes="t", escape=True)
+
+
+def render_markdown(blocks: list[Block], run_dir: Path) -> str:
+    """The report as markdown (figures as relative links)."""
+    out = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            out.append("#" * int(b.kind[1]) + " " + str(b.content))
+        elif b.kind == "p":
+            out.append(str(b.content))
+        elif b.kind == "list":
+            out.append("\n".join(f"- {item}" for item in b.content))
+        elif b.kind == "table":
+            out.append((f"*{b.caption}*\n\n" if b.caption else "") + markdown_table(b.content))
+        elif b.kind == "figure":
+            out.append(f"![{b.caption}]({Path(b.content).relative_to(run_dir).as_posix()})")
+        elif b.kind == "pre":
+            out.append("```\n" + str(b.content) + "\n```")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table.t { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+table.t th, table.t td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
+table.t th:first-child, table.t td:first-child, table.t tbody th { text-align: left; }
+img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
+.caption { font-style: italic; color: #555; }
+"""
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    """The report as one self-contained HTML page (figures embedded as PNG data URIs)."""
+    body = []
+    for b in blocks:
+        if b.kind in ("h1", "h2", "h3"):
+            body.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{_inline(str(b.content))}</p>")
+        elif b.kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(str(i))}</li>" for i in b.content) + "</ul>")
+        elif b.kind == "table":
+            cap = f'<p class="caption">{html.escape(b.caption)}</p>' if b.caption else ""
+            body.append(cap + html_table(b.content))
+        elif b.kind == "figure":
+            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")  # fmt: skip
+        elif b.kind == "pre":
+            body.append(f"<pre>{html.escape(str(b.content))}</pre>")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+
+def _inline(text: str) -> str:
+    """Markdown's **bold** and `code` in a paragraph, as HTML."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def _save(fig, folder: Path, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    tmp = folder / f".{name}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def figure_methods(ci: pd.DataFrame, highlight: str, folder: Path, title: str) -> Path:
+    """Recall@10 and nDCG@10 per method with 95% CIs, side by side."""
+    import matplotlib.pyplot as plt
+
+    from workbook.plots import ci_bars, set_style
+
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(ci) + 1.8), sharey=True)
+    for ax, metric in zip(axes, ("recall@10", "ndcg@10"), strict=True):
+        ci_bars(ci, metric, ax=ax, highlight=highlight, title=metric)
+    fig.suptitle(title, fontweight="bold")
+    return _save(fig, folder, "methods")
+
+
+def figure_slices(slices: pd.DataFrame, methods: list[str], folder: Path, title: str) -> Path:
+    """Recall@10 per slice for a few methods (grouped bars)."""
+    from workbook.icd10cm import SLICES
+    from workbook.plots import bar_counts
+
+    known = [s for s in SLICES if s in slices.columns]
+    order = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
+    frame = slices.drop(index="queries").loc[methods, order].T
+    ax = bar_counts(frame, title=title, ylabel="Recall@10")
+    ax.figure.set_size_inches(max(7.5, 1.5 * len(frame)), 4.2)
+    return _save(ax.figure, folder, "slices")
+
+
+def figure_truncation(trunc: pd.DataFrame, folder: Path, title: str) -> Path:
+    """Recall@10 against embedding size, base vs fine-tuned."""
+    from workbook.plots import metric_lines
+
+    cols = [c for c in trunc.columns if c.endswith("recall@10")]
+    frame = trunc[cols].rename(columns=lambda c: c.removesuffix(" recall@10")).sort_index()
+    ax = metric_lines(frame, title=title, xlabel="embedding dimensions (first k, renormalised)", ylabel="Recall@10",
+                      logx=True)  # fmt: skip
+    return _save(ax.figure, folder, "truncation")
+
+
+def figure_umap(points: pd.DataFrame, when: str, folder: Path, title: str) -> Path:
+    """The lookalike groups on the UMAP map (``when``: before/after)."""
+    from workbook.plots import lookalike_maps
+
+    frame = points.rename(columns={f"x_{when}": "x", f"y_{when}": "y"})
+    axes = lookalike_maps(frame, title=title)
+    return _save(axes[0].figure, folder, f"umap_{when}")
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def _result(run_dir: Path, step: str) -> dict:
+    return read_json(run_dir / step / RESULT)
+
+
+def _paired_table(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [{"comparison": f"{r['metric']}: {r['b']} − {r['a']}", "queries": r["queries"], "A": r["mean_a"],
+          "B": r["mean_b"], "delta": r["delta"], "CI low": r["ci_low"], "CI high": r["ci_high"],
+          "p-value": r["p_value"], "B better": r["b_better"], "A better": r["a_better"],
+          "CI excludes 0": r["significant"]} for r in rows]
+    ).set_index("comparison")  # fmt: skip
+    return frame
+
+
+def _settings_table(run: dict) -> pd.DataFrame:
+    used = sorted({k for s in STEPS for k in s.uses} - UNHASHED)
+    defaults = PipelineSettings()
+    rows = []
+    for key in used:
+        value = run["settings"].get(key)
+        default = getattr(defaults, key, None)
+        changed = hasattr(defaults, key) and list(default) != value if isinstance(default, tuple) else \
+            hasattr(defaults, key) and default != value  # fmt: skip
+        rows.append({"setting": key, "value": str(value), "changed from default": "yes" if changed else ""})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
+    """The report's blocks and title, read from the run folder's step outputs (figures drawn into ``figures/``)."""
+    run_dir = Path(run_dir)
+    figs = run_dir / FIGURES
+    run = read_json(run_dir / RUN_FILE)
+    valid = _result(run_dir, "01_validate")
+    base = _result(run_dir, "02_baselines")
+    syn = _result(run_dir, "03_synthetic")
+    neg = _result(run_dir, "04_negatives")
+    tune = _result(run_dir, "05_finetune")
+    ev = _result(run_dir, "06_evaluate")
+    forget = _result(run_dir, "07_forgetting")
+    dec = _result(run_dir, "08_decision")
+    title = f"Fine-tuning report: {valid['dataset']} ({run['mode']} mode)"
+    b: list[Block] = [Block("h1", title)]
+    b.append(Block("p", f"Dataset `{run['dataset_dir']}`: {valid['docs']:,} docs, {valid['queries']:,} queries, "
+                        f"splits {', '.join(valid['splits'])}. Run started {run['started']}, "
+                        f"{run.get('seconds', 0):.0f} s in this invocation."))  # fmt: skip
+
+    # -- verdict
+    gate = dec["gate"]
+    b.append(Block("h2", "Verdict"))
+    b.append(Block("p", f"**{dec['verdict']}**"))
+    b.append(Block("h3", f"Should you fine-tune? {'GO' if gate['go'] else 'NO-GO'} (the gate, from the baselines)"))
+    b.append(Block("p", f"Measured on the {gate['split']} split: best cheap method {gate['best_cheap']} reaches "
+                        f"Recall@10 {fmt(gate['best_cheap_metric'])} against a target of {fmt(gate['target'])}; "
+                        f"{gate['pairs']:,} training pairs ({gate.get('source', '')} source)."))  # fmt: skip
+    b.append(Block("list", [f"[{'x' if ok else ' '}] {name}" for name, ok in gate["checks"].items()]
+                   + [str(r) for r in gate["reasons"]]))  # fmt: skip
+    b.append(Block("h3", "Did fine-tuning beat the best cheap method? "
+                         f"{'yes' if dec['tuned_beats_best_cheap'] else 'no'}"))  # fmt: skip
+    b.append(Block("table", _paired_table([dec["payoff"]]),
+                   caption=f"Test split, paired per query; {ev['best_tuned']} and {ev['best_cheap']} were picked on "
+                           f"the {ev['selected_on']} split."))  # fmt: skip
+
+    # -- dataset
+    b.append(Block("h2", "Dataset"))
+    b.append(Block("table", frame_from_json(valid["stats"])))
+
+    # -- baselines
+    b.append(Block("h2", "Baselines"))
+    for split, metrics in base["metrics"].items():
+        b.append(Block("table", frame_from_json(metrics), caption=f"{split} split, mean over queries"))
+    if "dev" in base.get("slices", {}):
+        b.append(Block("table", frame_from_json(base["slices"]["dev"]),
+                       caption="dev Recall@10 by query slice (last row: queries per slice)"))  # fmt: skip
+
+    # -- test results
+    b.append(Block("h2", f"Test results ({ev['queries']:,} queries)"))
+    table = frame_from_json(ev["metrics"])
+    b.append(Block("table", table, caption="test split, mean over queries"))
+    ci = frame_from_json(ev["ci"])
+    b.append(Block("table", ci, caption="test split, mean and 95% bootstrap CI"))
+    b.append(
+        Block(
+            "figure",
+            figure_methods(ci, ev["best_tuned"], figs, f"Test: every method with 95% CIs ({valid['dataset']})"),
+            caption="methods on test with 95% CIs",
+        )
+    )
+    b.append(Block("h3", "Paired comparisons (test)"))
+    b.append(
+        Block(
+            "table",
+            _paired_table(ev["paired"]),
+            caption="B − A per query: mean difference, 95% bootstrap CI, paired randomisation p-value",
+        )
+    )
+    if "slices" in ev:
+        slices = frame_from_json(ev["slices"])
+        b.append(Block("h3", "By slice (test Recall@10)"))
+        b.append(Block("table", slices, caption="last row: queries per slice"))
+        shown = list(dict.fromkeys([ev["base_method"], "BM25", ev["best_cheap"], "fine-tuned", ev["best_tuned"]]))
+        b.append(Block("figure", figure_slices(slices, shown, figs, "Test Recall@10 by slice"),
+                       caption="Recall@10 by slice"))  # fmt: skip
+
+    # -- training data
+    b.append(Block("h2", "Training data"))
+    syn_text = {"generated": f"Generated by `{syn.get('generator')}` ({syn.get('template')} prompt) for "
+                             f"{syn.get('docs')} docs: {syn.get('candidates')} candidate queries, {syn['pairs']} kept "
+                             f"after filtering ({syn.get('generated_now')} docs generated now, "
+                             f"{syn.get('reused')} reused from the cache).",
+                "cached set": f"The case study's committed synthetic set: {syn['pairs']:,} pairs over "
+                              f"{syn['docs']:,} docs.",
+                "not asked": "No synthetic queries (the dataset has a train split; set synthetic = \"always\" to "
+                             "add them).",
+                "unavailable": f"The case study's synthetic set is not built: {syn.get('why', '')}"}  # fmt: skip
+    b.append(Block("p", "**Synthetic queries.** " + syn_text.get(syn["status"], syn["status"])))
+    if syn.get("filter_report"):
+        report = pd.DataFrame(syn["filter_report"]).set_index("filter")
+        b.append(Block("table", report, caption="synthetic queries: each filter in order"))
+    b.append(Block("p", f"**Hard negatives.** Source `{neg['source']}`: {neg['rows']:,} training rows; known false "
+                        "negatives among the mined ones (audit):"))  # fmt: skip
+    b.append(Block("table", frame_from_json(neg["audit"])))
+
+    # -- fine-tuning
+    card = tune["card"]
+    b.append(Block("h2", "Fine-tuning"))
+    rec = card.get("recipe", {})
+    b.append(Block("p", f"Model `{tune['model_path']}`: recipe {rec.get('name')} (loss {rec.get('loss')}, batch "
+                        f"{rec.get('batch_size')}, lr {rec.get('learning_rate')}), {card.get('data', {}).get('rows')} "
+                        f"rows, {card.get('steps')} steps, {card.get('train_seconds')} s of training."))  # fmt: skip
+    if card.get("dev_metrics"):
+        b.append(Block("table", pd.DataFrame({"fine-tuned": card["dev_metrics"]}).T,
+                       caption=card.get("dev_metrics_scope", "dev")))  # fmt: skip
+
+    # -- truncation
+    trunc = frame_from_json(ev["truncation"])
+    trunc.index.name = "dim"
+    b.append(Block("h2", "Embedding truncation"))
+    b.append(Block("p", "Recall@10 and nDCG@10 on test when only the first k dimensions are kept (renormalised); "
+                        "a Matryoshka recipe is trained to keep quality at small k."))  # fmt: skip
+    b.append(Block("table", trunc))
+    b.append(Block("figure", figure_truncation(trunc, figs, "Test Recall@10 by embedding size"),
+                   caption="truncation curve"))  # fmt: skip
+
+    # -- lookalikes
+    if "collapse" in ev:
+        b.append(Block("h2", "Lookalikes"))
+        b.append(Block("table", frame_from_json(ev["collapse"]), caption="lookalike collapse on the test queries"))
+        if "umap" in ev:
+            umap = read_json(run_dir / "06_evaluate" / "umap.json")
+            points = pd.DataFrame(umap["points"])
+            agree = umap["nearest_doc_agreement"]
+            b.append(
+                Block(
+                    "p",
+                    f"UMAP fit on the base model's embeddings of {len(points)} docs and queries of "
+                    f"{len(umap['groups'])} lookalike groups; the fine-tuned model's embeddings of the "
+                    f"same texts placed on the same map. Queries whose nearest doc on the map is their "
+                    f"own: {fmt(agree.get('before'))} before, {fmt(agree.get('after'))} after.",
+                )
+            )
+            for when in ("before", "after"):
+                label = "base model" if when == "before" else "fine-tuned model"
+                b.append(Block("figure", figure_umap(points, when, figs, f"Lookalike groups, {label}"),
+                               caption=f"UMAP {when} fine-tuning"))  # fmt: skip
+
+    # -- forgetting
+    b.append(Block("h2", "Forgetting check"))
+    if forget.get("status") == "done":
+        pc = forget["paired"]
+        b.append(Block("p", f"{forget['dataset']} test ({forget['docs']:,} docs, {forget['queries']} queries): "
+                            f"nDCG@10 {fmt(pc['mean_a'])} base → {fmt(pc['mean_b'])} fine-tuned, delta "
+                            f"{pc['delta']:+.4f} (95% CI [{pc['ci_low']:+.4f}, {pc['ci_high']:+.4f}], "
+                            f"p = {pc['p_value']:.3g})."))  # fmt: skip
+        b.append(Block("table", frame_from_json(forget["metrics"])))
+    else:
+        b.append(Block("p", forget.get("status", "skipped")))
+
+    # -- timings and settings
+    b.append(Block("h2", "Timings"))
+    rows = []
+    for rec_ in run.get("steps", []):
+        manifest = read_json(run_dir / rec_["name"] / MANIFEST)
+        rows.append({"step": rec_["name"], "this invocation": rec_["status"],
+                     "seconds now": f"{rec_['seconds']:.1f}", "seconds when it ran": f"{manifest['seconds']:.1f}",
+                     "finished": manifest["finished"]})  # fmt: skip
+    if rows:
+        b.append(Block("table", pd.DataFrame(rows).set_index("step"),
+                       caption="a cached step was skipped: its inputs had not changed"))  # fmt: skip
+    b.append(Block("h2", "Settings"))
+    b.append(Block("table", _settings_table(run)))
+    b.append(Block("p", f"Log: `{run_dir / 'run.log'}`. Each step's outputs: `{run_dir}/<NN_step>/result.json`."))
+    return b, title
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``run_dir`` (atomically) from its steps' outputs.
+
+    Returns:
+        The two paths.
+    """
+    run_dir = Path(run_dir)
+    blocks, title = build_report(run_dir)
+    md, page = run_dir / "report.md", run_dir / "report.html"
+    _atomic_write(md, render_markdown(blocks, run_dir))
+    _atomic_write(page, render_html(blocks, title))
+    return md, page
