@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL := 2
 
-.PHONY: setup test test-slow lint casestudy lab clean-cache
+.PHONY: setup test test-slow lint casestudy lab bench clean-cache
 
 setup: $(STAMP)
 
@@ -30,13 +30,21 @@ lint: setup
 test: setup lint
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-# The case study end to end in full mode: every notebook executed in order, outputs saved in place.
+# The case study end to end in full mode: every notebook executed in order (outputs saved in place), then the
+# headless pipeline's report (runs/casestudy-full/report.md), which reuses the models the notebooks trained.
 casestudy: setup
+	@start=$$(date +%s); \
 	WORKBOOK_FAST=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=-1 notebooks/[0-9][0-9]_*.ipynb
+		--ExecutePreprocessor.timeout=-1 notebooks/[0-9][0-9]_*.ipynb && \
+	WORKBOOK_FAST=0 $(VENV)/bin/workbook casestudy && \
+	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start ))}" > runs/casestudy-full/make_casestudy.json
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Speed, memory and quality benchmarks (minutes; the test-suite timing adds ~20): bench/README.md, bench/results/.
+bench: setup
+	$(PY) bench/run.py
 
 test-slow: setup
 	$(PY) -m pytest -m slow tests

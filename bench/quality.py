@@ -1,0 +1,78 @@
+"""Benchmark: retrieval quality — the case study's test table and the SciFact check of the evaluator.
+
+Usage (from the repository root, after ``make setup``; the case-study part after ``make casestudy``)::
+
+    .venv/bin/python bench/quality.py      # writes bench/results/quality.json and prints markdown tables
+
+- **SciFact reproduction** (measured here): all-MiniLM-L6-v2 on the SciFact test split, whole corpus, title + text,
+  exact cosine, scored by ``workbook.evaluate``; must equal the published MTEB figures (nDCG@10 0.6451,
+  Recall@10 0.7833, Recall@100 0.925).
+- **Case study** (read, not recomputed): the test-split table that notebook 06 wrote in full mode
+  (``artifacts/results/full/test_metrics.json``: every method from one run) and its forgetting check
+  (``artifacts/results/full/forgetting.json``). Recomputing them means re-running notebook 06 (``make casestudy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MTEB = {"ndcg@10": 0.6451, "recall@10": 0.7833, "recall@100": 0.925}
+
+
+def scifact_reproduction() -> dict:
+    """MiniLM on full SciFact test, against the published MTEB numbers."""
+    from workbook.config import get_config
+    from workbook.data import load_scifact
+    from workbook.evaluate import evaluate_ranking
+    from workbook.models import load_model
+    from workbook.retrieval import dense_ranking
+
+    cfg = get_config(fast=False)
+    sci = load_scifact(cfg)
+    t = time.perf_counter()
+    ranked = dense_ranking(load_model(cfg.base_model, cfg), sci, "test", k=100, cache_dir=cfg.cache_dir / "embeddings",
+                           show_progress=False)  # fmt: skip
+    res = evaluate_ranking(ranked, sci.qrels["test"], list(MTEB))
+    measured = {m: round(res[m], 4) for m in MTEB}
+    return {
+        "measured": measured,
+        "mteb": MTEB,
+        "matches": all(measured[m] == MTEB[m] for m in MTEB),
+        "seconds": round(time.perf_counter() - t, 1),
+        "docs": len(sci.corpus),
+        "queries": len(sci.qrels["test"]),
+    }
+
+
+def case_study(results_dir: Path) -> dict | None:
+    """Notebook 06's full-mode outputs, or None when it has not run."""
+    table, forget = results_dir / "test_metrics.json", results_dir / "forgetting.json"
+    if not table.is_file() or not forget.is_file():
+        return None
+    return {"test": json.loads(table.read_text()), "forgetting": json.loads(forget.read_text()),
+            "source": str(table.relative_to(ROOT))}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "artifacts" / "results" / "full")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = {"scifact": scifact_reproduction(), "case_study": case_study(args.results_dir)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["scifact"], indent=2))
+    if out["case_study"] is None:
+        print("case study: not measured yet (run `make casestudy`: notebook 06 writes artifacts/results/full/)")
+
+
+if __name__ == "__main__":
+    main()

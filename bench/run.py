@@ -1,0 +1,172 @@
+"""Run every benchmark, check the targets, and write ``bench/results/summary.json`` and ``bench/README.md``'s tables.
+
+Usage (``make bench`` runs this)::
+
+    .venv/bin/python bench/run.py                 # mining, speed, quality, then the test suite's wall time
+    .venv/bin/python bench/run.py --skip-tests    # everything but timing the test suite
+    .venv/bin/python bench/run.py --report-only   # rebuild summary + README tables from the JSON already there
+
+Targets are reported as met / not met; a missed target never fails the command (CI does not run benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "bench" / "README.md"
+TUNED_KEY = "tuned MiniLM"  # the row of notebook 06's headline table whose name starts with this
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _target(name: str, value, goal: str, met: bool | None) -> dict:
+    return {"target": name, "measured": value, "goal": goal,
+            "status": "not measured" if met is None else "met" if met else "NOT met"}  # fmt: skip
+
+
+def targets(mining: dict | None, quality: dict | None, e2e: dict | None) -> list[dict]:
+    """Each target of issue 10 with its measured value and status."""
+    out = []
+    case = (e2e or {}).get("casestudy")
+    minutes = round(case["casestudy_seconds"] / 60, 1) if case else None
+    out.append(_target("full case study (make casestudy)", f"{minutes} min" if case else None, "<= 60 min",
+                       None if case is None else minutes <= 60))  # fmt: skip
+    suite = (e2e or {}).get("test_suite")
+    s_min = round(suite["seconds"] / 60, 1) if suite else None
+    out.append(_target("test suite (pytest, fast mode)", f"{s_min} min" if suite else None, "<= 20 min",
+                       None if suite is None else s_min <= 20))  # fmt: skip
+    miner = next((m for m in (mining or {}).get("methods", []) if m["method"] == "miner"), None)
+    rss = miner["peak_rss_mb"] if miner else None
+    out.append(_target("mining the full corpus, peak RSS", f"{rss / 1024:.2f} GiB" if miner else None, "<= 4 GiB",
+                       None if miner is None else rss <= 4096))  # fmt: skip
+    case_q = (quality or {}).get("case_study")
+    if case_q:
+        test = case_q["test"]
+        tuned = next(k for k in test if k.startswith(TUNED_KEY))
+        r10 = {k: v["recall@10"] for k, v in test.items()}
+        base = r10["dense MiniLM (base)"]
+        gain = round(100 * (r10[tuned] - base), 1)
+        out.append(_target("tuned MiniLM Recall@10 vs base MiniLM", f"+{gain} pts", ">= +20 pts", gain >= 20))
+        rivals = {k: r10[k] for k in ("dense mpnet (base)", "BM25", "hybrid MiniLM+BM25") if k in r10}
+        beat = all(r10[tuned] > v for v in rivals.values())
+        out.append(_target("tuned MiniLM Recall@10 above mpnet, BM25, hybrid",
+                           f"{r10[tuned]:.3f} vs " + ", ".join(f"{k} {v:.3f}" for k, v in rivals.items()),
+                           "above all three", beat))  # fmt: skip
+        forget = case_q["forgetting"]
+        drop = round(100 * (forget["base"] - forget["tuned"]), 2)
+        out.append(_target("SciFact nDCG@10 drop, tuned vs base", f"{drop} pts", "<= 1 pt", drop <= 1))
+        if "chosen_alpha" in forget:
+            mdrop = round(100 * forget["chosen_general_loss"], 2)
+            out.append(_target(f"SciFact drop, merged model (alpha={forget['chosen_alpha']:g})", f"{mdrop} pts",
+                               "<= 1 pt", mdrop <= 1))  # fmt: skip
+    else:
+        for name, goal in (("tuned MiniLM Recall@10 vs base MiniLM", ">= +20 pts"),
+                           ("tuned MiniLM Recall@10 above mpnet, BM25, hybrid", "above all three"),
+                           ("SciFact nDCG@10 drop, tuned vs base", "<= 1 pt")):  # fmt: skip
+            out.append(_target(name, None, goal, None))
+    return out
+
+
+def md_targets(rows: list[dict]) -> str:
+    lines = ["| target | goal | measured | status |", "|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['goal']} | {r['measured'] or '—'} | **{r['status']}** |" for r in rows]
+    return "\n".join(lines)
+
+
+def md_quality(quality: dict | None) -> str:
+    if not quality:
+        return "_not measured yet_"
+    sci = quality["scifact"]
+    lines = ["| SciFact test (MiniLM) | nDCG@10 | Recall@10 | Recall@100 |", "|---|---:|---:|---:|",
+             "| measured here | " + " | ".join(f"{sci['measured'][m]:.4f}" for m in sci["mteb"]) + " |",
+             "| published (MTEB) | " + " | ".join(f"{sci['mteb'][m]:.4f}" for m in sci["mteb"]) + " |"]  # fmt: skip
+    case = quality.get("case_study")
+    if case:
+        cols = ["recall@1", "recall@10", "recall@100", "precision@10", "mrr@10", "map@100", "ndcg@10"]
+        header = "| method | " + " | ".join(cols) + " | Recall@10 95% CI |"
+        lines += ["", f"ICD-10-CM test split, full mode (from `{case['source']}`):", "", header,
+                  "|---|" + "---:|" * (len(cols) + 1)]  # fmt: skip
+        for name, row in case["test"].items():
+            ci = f"[{row['recall@10 lo']:.3f}, {row['recall@10 hi']:.3f}]"
+            lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" for c in cols) + f" | {ci} |")
+    else:
+        lines += ["", "ICD-10-CM case study: _not measured yet_ (run `make casestudy`)."]
+    return "\n".join(lines)
+
+
+def md_speed(speed: dict | None, mining: dict | None) -> str:
+    parts = []
+    if speed:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from speed import table as speed_table
+
+        parts.append(speed_table(speed))
+    if mining:
+        from mining import table as mining_table
+
+        parts.append(mining_table(mining))
+    return "\n\n".join(parts) or "_not measured yet_"
+
+
+def md_e2e(e2e: dict | None) -> str:
+    if not e2e:
+        return "_not measured yet_"
+    suite, case = e2e.get("test_suite"), e2e.get("casestudy")
+    lines = ["| run | wall time |", "|---|---:|"]
+    if suite:
+        lines.append(f"| test suite (`pytest`, fast mode; {suite['summary']}) | {suite['seconds'] / 60:.1f} min |")
+    if case:
+        lines.append(f"| `make casestudy` (notebooks in full mode + `workbook casestudy`) | "
+                     f"{case['casestudy_seconds'] / 60:.1f} min |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{README}: no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite (keep the last time)")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild summary.json and the README tables")
+    args = parser.parse_args()
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if not args.report_only:
+        for script, extra in (("mining.py", []), ("speed.py", []), ("quality.py", []),
+                              ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):  # fmt: skip
+            print(f"== bench/{script}", flush=True)
+            subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
+    mining, speed, quality, e2e = (_load(n) for n in ("mining", "speed", "quality", "e2e"))
+    rows = targets(mining, quality, e2e)
+    import torch
+
+    summary = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+               "targets": rows}  # fmt: skip
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = README.read_text()
+    for name, body in (("targets", md_targets(rows)), ("quality", md_quality(quality)),
+                       ("speed", md_speed(speed, mining)), ("e2e", md_e2e(e2e))):  # fmt: skip
+        text = replace_block(text, name, body)
+    README.write_text(text)
+    print(md_targets(rows))
+
+
+if __name__ == "__main__":
+    main()
