@@ -130,3 +130,34 @@ def test_reranker_path_must_be_local():
 
     with pytest.raises(ModelNotAvailableError, match="not a local folder"):
         load_reranker(get_config(reranker="cross-encoder/ms-marco-MiniLM-L6-v2"))
+
+
+def test_encode_cached_resumes_from_finished_chunks(minilm, tmp_path, monkeypatch):
+    """An encoding killed after its first chunk resumes there: the finished chunk is loaded, not encoded again."""
+    import workbook.retrieval as retrieval
+
+    texts = [f"type {i} diabetes mellitus with complication number {i}" for i in range(10)]
+    calls = []
+    real_encode = retrieval.encode
+
+    def crash_on_second_chunk(model, chunk, **kwargs):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-encoding")
+        return real_encode(model, chunk, **kwargs)
+
+    monkeypatch.setattr(retrieval, "encode", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        encode_cached(minilm, texts, tmp_path, show_progress=False, chunk_size=4)
+    assert len(list(tmp_path.glob("emb-*.parts/*.npy"))) == 1 and not list(tmp_path.glob("emb-*[0-9a-f].npy"))
+    calls.clear()
+
+    def counting(model, chunk, **kwargs):
+        calls.append(len(chunk))
+        return real_encode(model, chunk, **kwargs)
+
+    monkeypatch.setattr(retrieval, "encode", counting)
+    resumed = encode_cached(minilm, texts, tmp_path, show_progress=False, chunk_size=4)
+    assert calls == [4, 2]  # chunks 2 and 3 only
+    assert resumed.shape == (10, 384) and not list(tmp_path.glob("emb-*.parts"))  # parts folded into one file
+    np.testing.assert_allclose(resumed, real_encode(minilm, texts, show_progress=False), atol=1e-5)

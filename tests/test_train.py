@@ -11,6 +11,7 @@ from workbook.train import (
     RECIPES,
     Recipe,
     build_loss,
+    candidate_dev_metrics,
     data_hash,
     fine_tune,
     get_recipe,
@@ -180,3 +181,13 @@ def test_load_or_train_trains_once_then_loads(tmp_path, minilm):
     assert card["model_fingerprint"] != card["base_model_fingerprint"]
     other = load_or_train(cfg, "mnrl", "real", max_rows=32, ds=ds, base=minilm, show_progress=False)
     assert other.path != first.path  # another budget is another run
+    cand = load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, show_progress=False,
+                         dev_scope="candidates")  # fmt: skip
+    assert cand.path == first.path and cand.card["dev_scope"] == "candidates" and "candidate docs" in cand.card[
+        "dev_metrics_scope"]  # fmt: skip
+    assert cand.card["dev_metrics"] == candidate_dev_metrics(cfg, ds, first.model, base=minilm)
+    assert cand.card["dev_metrics"]["recall@100"] >= card["dev_metrics"]["recall@100"]  # fewer distractors
+    stored = read_card(first.path)["dev_scores"]
+    assert set(stored) == {"corpus", "candidates"} and stored["corpus"][0] == card["dev_metrics"]
+    with pytest.raises(ValueError, match="dev_scope"):
+        load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, dev_scope="all")

@@ -123,7 +123,7 @@ class Config:
     @property
     def compare_max_rows(self) -> int:
         """Training rows per run when recipes and data sources are compared on an equal budget (notebook 05)."""
-        return 96 if self.fast else 3000
+        return 96 if self.fast else 1000
 
     @property
     def train_eval_steps(self) -> int:

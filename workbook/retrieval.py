@@ -44,23 +44,54 @@ def encode(
 
 
 def encode_cached(
-    model, texts: Sequence[str], cache_dir: str | Path | None, batch_size: int = 64, show_progress: bool = True
+    model,
+    texts: Sequence[str],
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    chunk_size: int = 8192,
 ) -> np.ndarray:
-    """:func:`encode`, cached on disk under a key of the model's weights and the texts."""
+    """:func:`encode`, cached on disk under a key of the model's weights and the texts.
+
+    Inputs longer than ``chunk_size`` are encoded chunk by chunk, each chunk saved as it is done, so an interrupted
+    encoding (an hour for a large model on CPU) resumes from the last finished chunk instead of starting over.
+    """
     if cache_dir is None:
         return encode(model, texts, batch_size=batch_size, show_progress=show_progress)
     digest = hashlib.sha1(model_fingerprint(model).encode())
     for t in texts:
         digest.update(t.encode("utf-8"))
         digest.update(b"\0")
-    path = Path(cache_dir) / f"emb-{digest.hexdigest()[:20]}.npy"
+    key = digest.hexdigest()[:20]
+    path = Path(cache_dir) / f"emb-{key}.npy"
     if path.exists():
         return np.load(path)
-    emb = encode(model, texts, batch_size=batch_size, show_progress=show_progress)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if len(texts) <= chunk_size:
+        emb = encode(model, texts, batch_size=batch_size, show_progress=show_progress)
+    else:  # sentence-transformers has no resumable encode: keep finished chunks on disk (writes are atomic)
+        from tqdm.auto import tqdm
+
+        parts_dir = Path(cache_dir) / f"emb-{key}.parts"
+        parts_dir.mkdir(exist_ok=True)
+        starts = range(0, len(texts), chunk_size)
+        parts = []
+        for i in tqdm(starts, desc="encoding (chunks saved as they finish)", disable=not show_progress):
+            part = parts_dir / f"{i:09d}-{chunk_size}.npy"
+            if part.exists():
+                parts.append(np.load(part))
+                continue
+            chunk = encode(model, texts[i : i + chunk_size], batch_size=batch_size, show_progress=False)
+            tmp = part.with_suffix(".tmp.npy")
+            np.save(tmp, chunk)
+            tmp.replace(part)
+            parts.append(chunk)
+        emb = np.concatenate(parts)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
     tmp.replace(path)
+    if len(texts) > chunk_size:
+        shutil.rmtree(Path(cache_dir) / f"emb-{key}.parts", ignore_errors=True)
     return emb
 
 
