@@ -67,12 +67,12 @@ def encode_cached(
     if path.exists():
         return np.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(cache_dir) / f"emb-{key}.parts"
     if len(texts) <= chunk_size:
         emb = encode(model, texts, batch_size=batch_size, show_progress=show_progress)
     else:  # sentence-transformers has no resumable encode: keep finished chunks on disk (writes are atomic)
         from tqdm.auto import tqdm
 
-        parts_dir = Path(cache_dir) / f"emb-{key}.parts"
         parts_dir.mkdir(exist_ok=True)
         starts = range(0, len(texts), chunk_size)
         parts = []
@@ -90,8 +90,7 @@ def encode_cached(
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
     tmp.replace(path)
-    if len(texts) > chunk_size:
-        shutil.rmtree(Path(cache_dir) / f"emb-{key}.parts", ignore_errors=True)
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 

@@ -239,7 +239,9 @@ def full_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev") -> dic
 # ------------------------------------------------------------------------------------------------ training
 
 
-def candidate_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", base=None) -> dict[str, float]:
+def candidate_dev_metrics(
+    cfg: Config, ds: Dataset, model, split: str = "dev", base=None, docs: Sequence[str] | None = None
+) -> dict[str, float]:
     """The metrics of :func:`full_dev_metrics`, over :func:`dev_candidates` (chosen by ``base``) instead of the corpus.
 
     About a quarter of the full corpus in the case study, so four times cheaper to encode: for comparing many runs on
@@ -250,8 +252,8 @@ def candidate_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", b
     from workbook.models import load_model
     from workbook.retrieval import DenseIndex, encode, encode_cached
 
-    base = base or load_model(cfg.base_model, cfg)
-    docs = dev_candidates(cfg, ds, base, split)
+    if docs is None:
+        docs = dev_candidates(cfg, ds, base or load_model(cfg.base_model, cfg), split)
     doc_emb = encode_cached(model, [ds.doc_text(d) for d in docs], cfg.cache_dir / "embeddings", show_progress=False)
     query_ids = sorted(ds.qrels[split])
     q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
@@ -263,8 +265,9 @@ def candidate_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", b
 def _dev_metrics(cfg: Config, ds: Dataset, model, split: str, scope: str, base) -> tuple[dict[str, float], str]:
     """Dev metrics of ``model`` and a sentence saying over what they were computed."""
     if scope == "candidates":
-        n = len(dev_candidates(cfg, ds, base, split))
-        return candidate_dev_metrics(cfg, ds, model, split, base), (
+        docs = dev_candidates(cfg, ds, base, split)
+        n = len(docs)
+        return candidate_dev_metrics(cfg, ds, model, split, docs=docs), (
             f"{ds.name} {split} split, {n} candidate docs (gold + base model's and BM25's top "
             f"{cfg.dev_eval_candidates}), exact cosine"
         )
