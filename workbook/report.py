@@ -236,6 +236,14 @@ def _settings_table(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("setting")
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it (reports get shared; home paths do not)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     """The report's blocks and title, read from the run folder's step outputs (figures drawn into ``figures/``)."""
     run_dir = Path(run_dir)
@@ -251,7 +259,8 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     dec = _result(run_dir, "08_decision")
     title = f"Fine-tuning report: {valid['dataset']} ({run['mode']} mode)"
     b: list[Block] = [Block("h1", title)]
-    b.append(Block("p", f"Dataset `{run['dataset_dir']}`: {valid['docs']:,} docs, {valid['queries']:,} queries, "
+    b.append(Block("p", f"Dataset `{_shown_path(run['dataset_dir'])}`: {valid['docs']:,} docs, "
+                        f"{valid['queries']:,} queries, "
                         f"splits {', '.join(valid['splits'])}. Run started {run['started']}, "
                         f"{run.get('seconds', 0):.0f} s in this invocation."))  # fmt: skip
 
