@@ -123,6 +123,8 @@ def table(results: dict) -> str:
         )
     dense = next(r for r in results["methods"] if r["method"] == "dense")
     for label, e in dense["extrapolated"].items():
+        if not isinstance(e, dict):  # the "note" entry
+            continue
         lines.append(
             f"| dense, **extrapolated** to {label.replace('_', ' ')} | {e['queries']:,} | ~{e['seconds']} | "
             f"{dense['queries_per_s']:,} | ≥ {e['matrix_gb'] * 1024:,.0f} (matrix alone) | |"
