@@ -121,6 +121,14 @@ def test_reranker_trains_caches_and_reranks(tmp_path):
     assert again.predict([("NSTEMI", "I21.4")])[0] == pytest.approx(ce.predict([("NSTEMI", "I21.4")])[0], abs=1e-5)
     ranked = rerank(ce, ds, "dev", {"q3": ["E10.65", "E11.65", "I21.4"]}, depth=2, show_progress=False)
     assert sorted(ranked["q3"][:2]) == ["E10.65", "E11.65"] and ranked["q3"][2] == "I21.4"
+    cached = rerank(ce, ds, "dev", {"q3": ["E10.65", "E11.65", "I21.4"]}, depth=2, show_progress=False,
+                    cache_dir=tmp_path / "scores")
+    assert cached == ranked and len(list((tmp_path / "scores").glob("rerank-*.npy"))) == 1
+    (score_file,) = (tmp_path / "scores").glob("rerank-*.npy")
+    flipped = [1.0, -1.0] if ranked["q3"][0] == "E11.65" else [-1.0, 1.0]  # scores that reverse the real order
+    np.save(score_file, np.array(flipped))  # a second call reads the file instead of scoring again
+    assert rerank(ce, ds, "dev", {"q3": ["E10.65", "E11.65", "I21.4"]}, depth=2, show_progress=False,
+                  cache_dir=tmp_path / "scores")["q3"] == ranked["q3"][1::-1] + ["I21.4"]
     external = load_reranker(get_config(reranker=str(folders[0])))
     assert external.predict([("NSTEMI", "I21.4")])[0] == pytest.approx(ce.predict([("NSTEMI", "I21.4")])[0], abs=1e-5)
 

@@ -323,15 +323,35 @@ def rerank(
     depth: int,
     batch_size: int = 64,
     show_progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, list[str]]:
-    """Re-score each query's top-``depth`` candidates with a cross-encoder; the rest keep their order after them."""
+    """Re-score each query's top-``depth`` candidates with a cross-encoder; the rest keep their order after them.
+
+    Args:
+        cache_dir: when given, the scores are kept there as ``.npy`` under a key of the cross-encoder's weights and
+            the (query, doc) pairs, so scoring the same candidates again (a re-run notebook) is a file read.
+    """
     queries = ds.split_queries(split)
     pairs, spans = [], {}
     for qid, text in queries.items():
         head = list(candidates.get(qid, []))[:depth]
         spans[qid] = (len(pairs), head)
         pairs += [(text, ds.doc_text(d)) for d in head]
-    scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress)
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha1(model_fingerprint(getattr(cross_encoder, "model", cross_encoder)).encode())
+        for query, doc in pairs:
+            digest.update(query.encode("utf-8") + b"\0" + doc.encode("utf-8") + b"\0")
+        path = Path(cache_dir) / f"rerank-{digest.hexdigest()[:20]}.npy"
+    if path is not None and path.exists():
+        scores = np.load(path)
+    else:
+        scores = np.asarray(cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, scores)
+            tmp.replace(path)
     out = {}
     for qid, (start, head) in spans.items():
         s = scores[start : start + len(head)]
