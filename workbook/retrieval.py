@@ -11,7 +11,7 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,22 @@ def model_fingerprint(model) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _cache_key(model, texts: Iterable[str]) -> str:
+    """A key of a model's weights and a sequence of texts, for the on-disk caches of embeddings and scores."""
+    digest = hashlib.sha1(model_fingerprint(model).encode())
+    for t in texts:
+        digest.update(t.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file and a rename, so a killed job never leaves a half-written cache file."""
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
 
 
 def encode(
@@ -58,11 +74,7 @@ def encode_cached(
     """
     if cache_dir is None:
         return encode(model, texts, batch_size=batch_size, show_progress=show_progress)
-    digest = hashlib.sha1(model_fingerprint(model).encode())
-    for t in texts:
-        digest.update(t.encode("utf-8"))
-        digest.update(b"\0")
-    key = digest.hexdigest()[:20]
+    key = _cache_key(model, texts)
     path = Path(cache_dir) / f"emb-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -82,14 +94,10 @@ def encode_cached(
                 parts.append(np.load(part))
                 continue
             chunk = encode(model, texts[i : i + chunk_size], batch_size=batch_size, show_progress=False)
-            tmp = part.with_suffix(".tmp.npy")
-            np.save(tmp, chunk)
-            tmp.replace(part)
+            _save_npy(part, chunk)
             parts.append(chunk)
         emb = np.concatenate(parts)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb)
-    tmp.replace(path)
+    _save_npy(path, emb)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
@@ -339,19 +347,15 @@ def rerank(
         pairs += [(text, ds.doc_text(d)) for d in head]
     path = None
     if cache_dir is not None:
-        digest = hashlib.sha1(model_fingerprint(getattr(cross_encoder, "model", cross_encoder)).encode())
-        for query, doc in pairs:
-            digest.update(query.encode("utf-8") + b"\0" + doc.encode("utf-8") + b"\0")
-        path = Path(cache_dir) / f"rerank-{digest.hexdigest()[:20]}.npy"
+        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair))
+        path = Path(cache_dir) / f"rerank-{key}.npy"
     if path is not None and path.exists():
         scores = np.load(path)
     else:
         scores = np.asarray(cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, scores)
-            tmp.replace(path)
+            _save_npy(path, scores)
     out = {}
     for qid, (start, head) in spans.items():
         s = scores[start : start + len(head)]
