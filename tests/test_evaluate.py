@@ -31,6 +31,14 @@ def test_no_hit_and_missing_query_score_zero():
     assert res["mrr@10"] == 0.0 and res["ndcg@10"] == 0.0
 
 
+def test_a_doc_ranked_twice_is_refused_with_query_and_rank():
+    """A hand-made ranking that repeats a doc would count its hit twice (Recall@10 = 2.0 here): refused."""
+    with pytest.raises(ValueError, match=r"mine: query 'q1' ranks doc 'a' twice \(again at rank 3\)"):
+        evaluate_ranking({"q1": ["a", "x", "a"]}, {"q1": {"a": 1}}, ["recall@10", "ndcg@10"], name="mine")
+    ok = evaluate_ranking({"q1": list(dict.fromkeys(["a", "x", "a"]))}, {"q1": {"a": 1}}, ["recall@10", "ndcg@10"])
+    assert ok["recall@10"] == 1.0 and ok["ndcg@10"] == 1.0
+
+
 def test_bad_metric_name():
     with pytest.raises(ValueError, match="ndcg@10"):
         query_metrics(["a"], {"a": 1}, ["ndcg"])

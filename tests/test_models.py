@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import time
 
 import pytest
 
@@ -60,11 +59,17 @@ def test_missing_minilm_package_names_the_package(monkeypatch):
         models.minilm_path()
 
 
-def test_hub_id_fails_fast_with_a_clear_message():
-    start = time.perf_counter()
+def test_hub_id_fails_fast_with_a_clear_message(monkeypatch):
+    """Refused before any connection is tried (no timing assert: a socket that is never opened cannot hang)."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_model tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(ModelNotAvailableError, match="No model hub is reachable"):
         load_model("BAAI/bge-small-en-v1.5")
-    assert time.perf_counter() - start < 5
 
 
 def test_local_folder_is_accepted(tmp_path):

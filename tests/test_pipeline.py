@@ -74,7 +74,7 @@ def step_status(log: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, local_llm):
     root = tmp_path_factory.mktemp("pipeline")
     data = make_tiny_dataset(root / "data")
     settings = root / "settings.toml"
@@ -202,6 +202,11 @@ def test_second_run_skips_every_step(run):
     assert {n: (run.out / n / pipeline.MANIFEST).read_text() for n in STEP_NAMES} == manifests
     run_info = json.loads((run.out / pipeline.RUN_FILE).read_text())
     assert [s["status"] for s in run_info["steps"]] == ["cached"] * len(STEP_NAMES)
+    # Each step's own peak RSS from the run in which it ran (reset per step on Linux), carried into run.json.
+    peaks = {s["name"]: s["peak_rss_mb"] for s in run_info["steps"]}
+    assert all(s["peak_rss_per_step"] for s in run_info["steps"])
+    assert all(100 < peaks[n] == json.loads(manifests[n])["peak_rss_mb"] for n in STEP_NAMES), peaks
+    assert "peak RSS (GiB)" in (run.out / "report.md").read_text()
 
 
 def test_changing_a_setting_reruns_only_the_affected_steps(run):

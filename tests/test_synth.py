@@ -39,8 +39,8 @@ def template(ds):
 
 
 @pytest.fixture(scope="module")
-def local(cfg):
-    gen = synth.LocalGenerator(cfg=cfg, max_tokens=MAX_TOKENS)
+def local(cfg, local_llm):
+    gen = synth.LocalGenerator(local_llm, cfg=cfg, max_tokens=MAX_TOKENS)
     yield gen
     gen.close()
 

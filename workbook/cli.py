@@ -17,18 +17,36 @@ from workbook.config import get_config
 
 
 def prepare() -> int:
-    """Assemble all-mpnet-base-v2, check both models load offline, and build the case study (both modes)."""
+    """Assemble the packaged models, check each one runs, and build the case study (both modes).
+
+    Each embedding model encodes a sentence; the local LLM generates a few tokens in a child process, so a
+    llama.cpp build that cannot run on this CPU fails here with the cause and the rebuild command instead of
+    killing a notebook kernel or a test run later.
+    """
+    import importlib.util
+
     from workbook.icd10cm import load_icd10cm
-    from workbook.models import MINILM, MPNET, model_path
+    from workbook.llmbuild import LLMBuildError, NoSpaceError, smoke_check
+    from workbook.models import MINILM, MPNET, ModelNotAvailableError, load_model
+    from workbook.synth import gemma_path
 
     cfg = get_config()
-    for name in (MINILM, MPNET):
-        start = time.perf_counter()
-        path = model_path(name, cfg)
-        print(
-            f"model {name}: {path.relative_to(cfg.root) if path.is_relative_to(cfg.root) else path}"
-            f" ({time.perf_counter() - start:.1f}s)"
-        )
+    try:
+        for name in (MINILM, MPNET):
+            start = time.perf_counter()
+            dim = load_model(name, cfg).encode(["smoke check"]).shape[1]
+            print(f"model {name}: loads and encodes ({dim}-d, {time.perf_counter() - start:.1f}s)")
+        if importlib.util.find_spec("llama_cpp") is None:
+            print("local LLM: llama-cpp-python is not installed (synthetic queries need it: pip install -e '.[llm]')")
+        else:
+            start = time.perf_counter()
+            path = gemma_path(cfg)
+            smoke = smoke_check(path)
+            print(f"local LLM {path.name}: generated {smoke.tokens} tokens in a child process "
+                  f"({time.perf_counter() - start:.1f}s)")  # fmt: skip
+    except (LLMBuildError, NoSpaceError, ModelNotAvailableError, ValueError) as exc:
+        print(f"workbook prepare: {exc}", file=sys.stderr)
+        return 1
     for fast in (True, False):
         ds = load_icd10cm(cfg.replace(fast=fast))
         print(f"case study {ds.name}: {len(ds.corpus)} docs, {len(ds.queries)} queries, splits {ds.splits}")

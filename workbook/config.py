@@ -147,10 +147,13 @@ class Config:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch (CPU and, when present, CUDA)."""
+    """Seed Python's ``random``, NumPy and torch (CPU and, when present, CUDA).
+
+    String hashing (set and dict order of ``str`` keys) is fixed by ``PYTHONHASHSEED`` only when it is set before
+    the interpreter starts: the Makefile and the test configuration export it; setting it here would do nothing.
+    """
     random.seed(seed)
     np.random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     try:
         import torch
     except ImportError:  # torch is a dependency; keep config importable without it all the same
@@ -160,8 +163,28 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def default_config(fast: bool | None = None, seed: int | None = None, **overrides) -> Config:
+    """The run's :class:`Config` from the environment, without touching any random generator.
+
+    Library functions fall back to this when no config is passed: seeding there would reset every generator in
+    the middle of a run, so the same run would give other numbers depending on which helper was called when.
+    Arguments as :func:`get_config`.
+    """
+    if fast is None:
+        fast = is_fast()
+    if seed is None:
+        seed = int(os.environ.get(SEED_ENV, "42"))
+    if CACHE_ENV in os.environ and "cache_dir" not in overrides:
+        overrides["cache_dir"] = Path(os.environ[CACHE_ENV])
+    # No model or dataset hub is reachable here: make the Hugging Face libraries fail fast instead of hanging.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    return Config(fast=fast, seed=seed, **overrides)
+
+
 def get_config(fast: bool | None = None, seed: int | None = None, **overrides) -> Config:
-    """Build the run's :class:`Config` and seed every random generator.
+    """Build the run's :class:`Config` and seed every random generator (a notebook's or a command's set-up call).
 
     Args:
         fast: force fast (True) or full (False) mode; ``None`` reads ``WORKBOOK_FAST``.
@@ -171,16 +194,6 @@ def get_config(fast: bool | None = None, seed: int | None = None, **overrides) -
     Returns:
         The config, with ``random``, NumPy and torch seeded from ``config.seed``.
     """
-    if fast is None:
-        fast = is_fast()
-    if seed is None:
-        seed = int(os.environ.get(SEED_ENV, "42"))
-    if CACHE_ENV in os.environ and "cache_dir" not in overrides:
-        overrides["cache_dir"] = Path(os.environ[CACHE_ENV])
-    cfg = Config(fast=fast, seed=seed, **overrides)
+    cfg = default_config(fast, seed, **overrides)
     seed_everything(cfg.seed)
-    # No model or dataset hub is reachable here: make the Hugging Face libraries fail fast instead of hanging.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     return cfg

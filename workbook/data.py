@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbook.config import Config, get_config
+from workbook.config import Config, default_config
 
 SPLITS = ("train", "dev", "test")
 _QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -419,7 +419,7 @@ def load_scifact(cfg: Config | None = None) -> Dataset:
     a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for any test claim plus a seeded
     sample of ``cfg.scifact_fast_extra_docs`` other abstracts.
     """
-    cfg = cfg or get_config()
+    cfg = cfg or default_config()
     ds = load_dataset(cfg.scifact_dir, name="scifact")
     if not cfg.fast:
         return ds

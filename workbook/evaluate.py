@@ -86,26 +86,43 @@ class RetrievalResult:
         return float(self.per_query[metric].mean())
 
 
+def _repeated_doc(name: str, qid: str, docs: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for rank, doc in enumerate(docs, start=1):
+        if doc in seen:
+            raise ValueError(
+                f"{name}: query {qid!r} ranks doc {doc!r} twice (again at rank {rank}); a ranking lists each doc once, "
+                "or Recall@K and nDCG@K could exceed 1. Keep each doc's best rank: list(dict.fromkeys(docs))"
+            )
+        seen.add(doc)
+
+
 def evaluate_ranking(
     ranked: Ranking, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, name: str = "run"
 ) -> RetrievalResult:
     """Score ranked lists against judgements.
 
     Args:
-        ranked: query id -> doc ids, best first (extra queries are ignored).
+        ranked: query id -> doc ids, best first, each doc once (extra queries are ignored).
         qrels: query id -> doc id -> grade (> 0 relevant).
         metrics: names like ``"ndcg@10"``.
         name: label for tables.
 
     Returns:
         A :class:`RetrievalResult` whose ``per_query`` index is the sorted query ids.
+
+    Raises:
+        ValueError: a judged query's ranking lists a doc more than once (naming the query, doc and rank).
     """
     rows = {}
     for qid in sorted(qrels):
         judged = qrels[qid]
         if not any(g > 0 for g in judged.values()):
             continue
-        rows[qid] = query_metrics(list(ranked.get(qid, [])), judged, metrics)
+        docs = list(ranked.get(qid, []))
+        if len(set(docs)) != len(docs):
+            _repeated_doc(name, qid, docs)
+        rows[qid] = query_metrics(docs, judged, metrics)
     if not rows:
         raise ValueError(f"{name}: no judged query with a relevant document")
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(metrics))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbook.config import Config, get_config
+from workbook.config import Config, default_config
 from workbook.data import Dataset, _atomic_write, find_leakage, load_dataset, normalize_query, save_dataset, subset
 
 BUILD_SEED = 42
@@ -405,7 +405,7 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
     Returns:
         The validated dataset; ``extras["lookalikes"]`` holds the lookalike groups.
     """
-    cfg = cfg or get_config()
+    cfg = cfg or default_config()
     folder = cfg.icd10cm_dir
     if not (folder / ".complete").exists():
         write_case_study(folder.parent)
@@ -429,5 +429,5 @@ def slice_queries(ds: Dataset, split: str) -> dict[str, list[str]]:
 if __name__ == "__main__":  # python -m workbook.icd10cm [OUT_DIR]
     import sys
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else get_config().data_dir / "icd10cm"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default_config().data_dir / "icd10cm"
     print(write_case_study(target))

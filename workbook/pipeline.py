@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbook import memory
 from workbook.config import Config, get_config, seed_everything
 from workbook.data import Dataset, DatasetError, Problem, _atomic_write
 from workbook.diagnose import DOMAIN_SLICES
@@ -1231,6 +1232,10 @@ class StepRecord:
     status: str  # "ran" or "cached"
     seconds: float
     last_run_seconds: float
+    #: The process's peak RSS (MiB) while the step last ran (``None`` for runs recorded before it was measured).
+    peak_rss_mb: float | None = None
+    #: Whether that peak is the step's own (reset before it started) or the process's lifetime peak.
+    peak_rss_per_step: bool = True
 
 
 def run_step(ctx: RunContext, step: Step, files: Mapping[str, str]) -> StepRecord:
@@ -1240,13 +1245,15 @@ def run_step(ctx: RunContext, step: Step, files: Mapping[str, str]) -> StepRecor
     manifest = read_manifest(final)
     if manifest is not None and manifest["inputs"] == inputs:
         ctx.log(f"{step.name}: cached (ran {manifest['seconds']:.1f} s on {manifest['finished']})")
-        return StepRecord(step.name, "cached", 0.0, manifest["seconds"])
+        return StepRecord(step.name, "cached", 0.0, manifest["seconds"], manifest.get("peak_rss_mb"),
+                          manifest.get("peak_rss_per_step", True))  # fmt: skip
     why = "new" if manifest is None else "inputs changed: " + ", ".join(_changed(manifest["inputs"], inputs))
     ctx.log(f"{step.name}: start ({why})")
     tmp = ctx.run_dir / f".{step.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     seed_everything(ctx.cfg.seed)
+    per_step = memory.reset_peak()
     start = time.perf_counter()
     try:
         result = step.run(ctx, tmp)
@@ -1254,6 +1261,7 @@ def run_step(ctx: RunContext, step: Step, files: Mapping[str, str]) -> StepRecor
         ctx.log(f"{step.name}: failed after {time.perf_counter() - start:.1f} s")
         raise
     seconds = time.perf_counter() - start
+    peak = round(memory.peak_rss_mb(), 1)
     external = result.pop("external", {}) if isinstance(result, dict) else {}
     write_json(tmp / RESULT, result)
     outputs = _outputs(tmp)
@@ -1264,6 +1272,8 @@ def run_step(ctx: RunContext, step: Step, files: Mapping[str, str]) -> StepRecor
         "external": external,
         "outputs_sha256": _digest({"outputs": outputs, "external": external}),
         "seconds": round(seconds, 2),
+        "peak_rss_mb": peak,
+        "peak_rss_per_step": per_step,
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     write_json(tmp / MANIFEST, manifest)  # written last: a folder with a manifest is a finished step
@@ -1273,8 +1283,8 @@ def run_step(ctx: RunContext, step: Step, files: Mapping[str, str]) -> StepRecor
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-    ctx.log(f"{step.name}: done in {seconds:.1f} s")
-    return StepRecord(step.name, "ran", seconds, seconds)
+    ctx.log(f"{step.name}: done in {seconds:.1f} s, peak RSS {peak / 1024:.2f} GiB")
+    return StepRecord(step.name, "ran", seconds, seconds, peak, per_step)
 
 
 def preflight(ctx: RunContext) -> None:

@@ -8,7 +8,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbook.config import Config, get_config
+from workbook.config import Config, default_config
 
 _STYLE = {
     "figure.figsize": (7.5, 4.0),
@@ -49,7 +49,7 @@ def is_headless() -> bool:
 
 def save_figure(fig, name: str, cfg: Config | None = None) -> Path:
     """Save ``fig`` as ``artifacts/figures/<mode>/<name>.png`` and return the path."""
-    cfg = cfg or get_config()
+    cfg = cfg or default_config()
     path = cfg.artifacts_dir / "figures" / cfg.mode / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -396,16 +396,21 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
         b.append(Block("p", forget.get("status", "skipped")))
 
     # -- timings and settings
-    b.append(Block("h2", "Timings"))
+    b.append(Block("h2", "Timings and memory"))
     rows = []
     for rec_ in run.get("steps", []):
         manifest = read_json(run_dir / rec_["name"] / MANIFEST)
+        peak = manifest.get("peak_rss_mb")
         rows.append({"step": rec_["name"], "this invocation": rec_["status"],
                      "seconds now": f"{rec_['seconds']:.1f}", "seconds when it ran": f"{manifest['seconds']:.1f}",
+                     "peak RSS (GiB)": "not measured" if peak is None else f"{peak / 1024:.2f}",
                      "finished": manifest["finished"]})  # fmt: skip
     if rows:
+        per_step = all(r.get("peak_rss_per_step", True) for r in run.get("steps", []))
+        scope = "the step's own (reset before it started)" if per_step else "the process's so far (no reset on this OS)"
         b.append(Block("table", pd.DataFrame(rows).set_index("step"),
-                       caption="a cached step was skipped: its inputs had not changed"))  # fmt: skip
+                       caption="a cached step was skipped: its inputs had not changed; peak RSS is "
+                               f"{scope}, from the run in which it ran"))  # fmt: skip
     b.append(Block("h2", "Settings"))
     b.append(Block("table", _settings_table(run)))
     b.append(Block("p", f"Log: `{run_dir / 'run.log'}`. Each step's outputs: `{run_dir}/<NN_step>/result.json`."))

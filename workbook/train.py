@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workbook.config import Config
+from workbook.config import Config, seed_everything
 from workbook.data import Dataset, _atomic_write
 
 CARD_FILE = "workbook_card.json"
@@ -413,6 +413,9 @@ def fine_tune(
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     model = copy.deepcopy(base)
+    # The trainer seeds only when it is built, after the model: seed here so the LoRA adapter's random
+    # initialisation (and anything else drawn before training) is the same on every run with this seed.
+    seed_everything(cfg.seed)
     if recipe.lora:
         _add_lora(model, recipe)
     trainable, total = trainable_parameters(model)
