@@ -35,13 +35,13 @@ lint: setup
 test: setup lint
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-# The case study end to end in full mode: every notebook executed in order (outputs saved in place), then the
+# The case study end to end in full mode: every notebook executed in order (outputs saved in place; progress, wall
+# time and peak RSS per notebook in runs/casestudy-full/notebooks.json), then the
 # headless pipeline's report (runs/casestudy-full/report.md), which reuses the models the notebooks trained.
 # Its wall time goes to runs/casestudy-full/make_casestudy.json (warm_cache: whether earlier runs' caches existed).
 casestudy: setup
 	@start=$$(date +%s); warm=$$(test -d .cache/embeddings && echo true || echo false); \
-	WORKBOOK_FAST=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=-1 notebooks/[0-9][0-9]_*.ipynb && \
+	WORKBOOK_FAST=0 $(VENV)/bin/workbook notebooks && \
 	WORKBOOK_FAST=0 $(VENV)/bin/workbook casestudy && \
 	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start )), \"warm_cache\": $$warm}" > runs/casestudy-full/make_casestudy.json
 

@@ -36,6 +36,25 @@ def _target(name: str, value, goal: str, met: bool | None) -> dict:
             "status": "not measured" if met is None else "met" if met else "NOT met"}  # fmt: skip
 
 
+def memory_targets(memory: dict | None) -> list[dict]:
+    """Peak RSS <= 4 GiB: the largest step of each recorded `workbook run`, and the largest full-mode notebook."""
+    out = []
+    for run in (memory or {}).get("runs", {}).values():
+        peaks = [(s["peak_rss_mb"], s["step"]) for s in run["steps"] or [] if s["peak_rss_mb"] is not None]
+        worst = max(peaks) if peaks else None
+        out.append(_target(f"workbook run on {run['corpus']}, largest step's peak RSS",
+                           f"{worst[0] / 1024:.2f} GiB ({worst[1]})" if worst else None, "<= 4 GiB",
+                           None if worst is None else worst[0] <= 4096))  # fmt: skip
+    nbs = ((memory or {}).get("notebooks") or {}).get("notebooks") or []
+    peaks = [(r["peak_rss_mb"], r["notebook"]) for r in nbs if r["peak_rss_mb"] is not None]
+    full = ((memory or {}).get("notebooks") or {}).get("mode") == "full"
+    worst = max(peaks) if peaks and full else None
+    out.append(_target("notebooks in full mode, largest peak RSS",
+                       f"{worst[0] / 1024:.2f} GiB ({worst[1]})" if worst else None, "<= 4 GiB",
+                       None if worst is None else worst[0] <= 4096))  # fmt: skip
+    return out
+
+
 def targets(mining: dict | None, quality: dict | None, e2e: dict | None) -> list[dict]:
     """Each target of issue 10 with its measured value and status."""
     out = []
@@ -145,6 +164,15 @@ def md_e2e(e2e: dict | None) -> str:
     return "\n".join(lines)
 
 
+def md_memory(memory: dict | None) -> str:
+    if not memory:
+        return "_not measured yet_"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from memory import table as memory_table
+
+    return memory_table(memory)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
@@ -160,12 +188,12 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
-        for script, extra in (("mining.py", []), ("speed.py", []), ("quality.py", []),
+        for script, extra in (("mining.py", []), ("speed.py", []), ("quality.py", []), ("memory.py", []),
                               ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):  # fmt: skip
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e = (_load(n) for n in ("mining", "speed", "quality", "e2e"))
-    rows = targets(mining, quality, e2e)
+    mining, speed, quality, e2e, memory = (_load(n) for n in ("mining", "speed", "quality", "e2e", "memory"))
+    rows = targets(mining, quality, e2e) + memory_targets(memory)
     import torch
 
     summary = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -174,7 +202,8 @@ def main() -> None:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = README.read_text()
     for name, body in (("targets", md_targets(rows)), ("quality", md_quality(quality)),
-                       ("speed", md_speed(speed, mining)), ("e2e", md_e2e(e2e))):  # fmt: skip
+                       ("speed", md_speed(speed, mining)), ("e2e", md_e2e(e2e)),
+                       ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)
     README.write_text(text)
     print(md_targets(rows))

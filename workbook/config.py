@@ -62,6 +62,10 @@ class Config:
     scifact_fast_queries: int = 100
     # Encoding.
     batch_size: int = 64
+    # Training: activation memory (MiB) one optimiser step may take. A step estimated above it (long documents, big
+    # batches) trains with gradient caching instead (CachedMNRL mini-batches: the same gradients, bounded memory),
+    # so a 16 GB laptop never swaps; short texts (the case study's codes) stay far below it and train as configured.
+    train_memory_mb: int = 1536
     # Retrieval depth kept for evaluation (Recall@100 needs 100).
     top_k: int = 100
     # Reranker: a cross-encoder folder to use; None trains one on the train split (no pretrained one ships offline).

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from workbook.config import Config, seed_everything
 from workbook.data import Dataset, _atomic_write
+from workbook.memory import plan_training_memory
 
 CARD_FILE = "workbook_card.json"
 SOURCES = ("real", "synthetic", "both")
@@ -275,16 +276,27 @@ def _dev_metrics(cfg: Config, ds: Dataset, model, split: str, scope: str, base) 
     return full_dev_metrics(cfg, ds, model, split), scope
 
 
-def build_loss(model, recipe: Recipe):
-    """The recipe's loss (current import paths: ``sentence_transformers.sentence_transformer.losses``)."""
+def build_loss(model, recipe: Recipe, mini_batch_size: int | None = None):
+    """The recipe's loss (current import paths: ``sentence_transformers.sentence_transformer.losses``).
+
+    Args:
+        model: the model being trained.
+        recipe: the recipe.
+        mini_batch_size: when set, the in-batch ranking loss caches gradients in mini-batches of this many sequences
+            (``CachedMultipleNegativesRankingLoss``: the same gradients as MNRL at bounded activation memory).
+    """
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
 
-    if recipe.loss == "cached-mnrl":
-        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=recipe.mini_batch_size)
+    if recipe.loss == "cached-mnrl" or mini_batch_size is not None:
+        sizes = [recipe.mini_batch_size] if recipe.loss == "cached-mnrl" else []
+        sizes += [mini_batch_size] if mini_batch_size is not None else []
+        base = CachedMultipleNegativesRankingLoss(model, mini_batch_size=min(sizes))
+        return MatryoshkaLoss(model, base, matryoshka_dims=list(recipe.matryoshka_dims)) \
+            if recipe.loss == "matryoshka" else base  # fmt: skip
     base = MultipleNegativesRankingLoss(model)
     if recipe.loss == "matryoshka":
         return MatryoshkaLoss(model, base, matryoshka_dims=list(recipe.matryoshka_dims))
@@ -419,12 +431,15 @@ def fine_tune(
     if recipe.lora:
         _add_lora(model, recipe)
     trainable, total = trainable_parameters(model)
+    columns = {c: list(train_data[c]) for c in train_data.column_names}
+    cached = recipe.mini_batch_size if recipe.loss == "cached-mnrl" else None
+    memory_plan = plan_training_memory(model, columns, recipe.batch_size, cfg.train_memory_mb, cached)
     args = training_arguments(cfg, recipe, ckpt_dir, eval_steps, evaluator, max_steps, show_progress)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=train_data,
-        loss=build_loss(model, recipe),
+        loss=build_loss(model, recipe, memory_plan["mini_batch"]),
         evaluator=evaluator,
         callbacks=list(callbacks),
     )
@@ -448,6 +463,7 @@ def fine_tune(
         "rows_per_second": round(output.metrics["train_samples_per_second"], 2),
         "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "best_dev_ndcg@10_candidates": state.best_metric,
+        "memory_plan": memory_plan,
     }
     return TrainedModel(model=model, path=final, card=card, history=list(state.log_history))
 

@@ -1,0 +1,96 @@
+"""Execute the course notebooks in order, in place, with progress, an ETA, and each one's wall time and peak RSS.
+
+``make casestudy`` runs this (``workbook notebooks``): each notebook runs in its own ``jupyter nbconvert`` child,
+under a small wrapper process whose ``getrusage(RUSAGE_CHILDREN)`` after the child exits is that notebook's peak
+RSS (the kernel's, the largest process it ran). Results go to ``runs/casestudy-<mode>/notebooks.json``; the next run
+reads them for its ETA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from workbook.config import Config
+
+RECORD = "notebooks.json"
+
+# Runs the command in argv and prints the largest peak RSS (KiB on Linux) of any process it waited for.
+_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[1:])\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def notebook_paths(cfg: Config, names: Sequence[str] = ()) -> list[Path]:
+    """The course notebooks ``NN_*.ipynb`` in order (or those whose file name starts with one of ``names``)."""
+    paths = sorted((cfg.root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if names:
+        paths = [p for p in paths if any(p.name.startswith(n) for n in names)]
+    if not paths:
+        raise FileNotFoundError(f"no notebook matches {list(names)} in {cfg.root / 'notebooks'}")
+    return paths
+
+
+def execute(path: Path, fast: bool) -> dict:
+    """Execute one notebook in place in a child process; its wall time, exit code and peak RSS (MiB)."""
+    cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
+           "--execute", "--inplace", "--ExecutePreprocessor.timeout=-1", str(path)]  # fmt: skip
+    env = {**os.environ, "WORKBOOK_FAST": "1" if fast else "0"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    peak = None
+    kept = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("PEAK_RSS_KB "):
+            kb = int(line.split()[1])
+            peak = kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024  # bytes on macOS
+        else:
+            kept.append(line)
+    return {"notebook": path.name, "seconds": round(seconds, 1), "exit_code": proc.returncode,
+            "peak_rss_mb": None if peak is None else round(peak, 1), "stderr_tail": "\n".join(kept[-20:])}  # fmt: skip
+
+
+def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = None,
+                  log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+    """Execute the notebooks in order; stop at the first failure (its stderr tail is logged and recorded).
+
+    Returns:
+        One record per notebook executed: name, seconds, exit code, peak RSS (MiB).
+    """
+    out = out or cfg.root / "runs" / f"casestudy-{cfg.mode}" / RECORD
+    kept: dict[str, dict] = {}
+    if out.is_file():
+        kept = {r["notebook"]: r for r in json.loads(out.read_text()).get("notebooks", [])}
+    previous = {name: r["seconds"] for name, r in kept.items()}
+    paths = notebook_paths(cfg, names)
+    records: list[dict] = []
+    start = time.perf_counter()
+    for i, path in enumerate(paths, start=1):
+        left = [previous.get(p.name) for p in paths[i - 1 :]]
+        eta = (f", ETA {sum(left) / 60:.0f} min from the last run's times" if all(x is not None for x in left)
+               else "")  # fmt: skip
+        log(f"[{i}/{len(paths)}] {path.name}: running ({cfg.mode} mode{eta})")
+        rec = execute(path, cfg.fast)
+        records.append(rec)
+        peak = "not measured" if rec["peak_rss_mb"] is None else f"{rec['peak_rss_mb'] / 1024:.2f} GiB"
+        log(f"[{i}/{len(paths)}] {path.name}: {'done' if rec['exit_code'] == 0 else 'FAILED'} in "
+            f"{rec['seconds'] / 60:.1f} min, peak RSS {peak}")  # fmt: skip
+        if rec["exit_code"] != 0:
+            log(rec["stderr_tail"])
+            break
+    kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
+                               "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                               "notebooks": [kept[k] for k in sorted(kept)]}, indent=1) + "\n")  # fmt: skip
+    return records
