@@ -84,7 +84,7 @@ def notebooks_of(path: Path) -> dict | None:
 def table(result: dict) -> str:
     """Markdown tables of the recorded peaks against the target."""
     lines = []
-    for name, run in result.get("runs", {}).items():
+    for run in result.get("runs", {}).values():
         lines += [f"`workbook run` on {run['corpus']} (full mode; whole process {run['process_peak_rss_mb'] / 1024:.2f}"
                   f" GiB, {run['seconds'] / 60:.1f} min, {run['machine']}):", "",
                   "| step | peak RSS (GiB) | seconds | <= 4 GiB |", "|---|---:|---:|---|"]  # fmt: skip
@@ -117,7 +117,7 @@ def main() -> None:
         dataset = ROOT / "data" / "scifact" if args.corpus == "scifact" else scifact_x2(work / "scifact-x2")
         out = work / f"run-{args.corpus}"
         proc = run_pipeline(dataset, out)
-        docs = sum(1 for _ in open(dataset / "corpus.jsonl"))
+        docs = len((dataset / "corpus.jsonl").read_text().splitlines())
         runs[args.corpus] = {"corpus": f"{args.corpus} ({docs:,} docs)", "machine": args.machine, **proc,
                              "steps": steps_of(out)}  # fmt: skip
     result["notebooks"] = notebooks_of(ROOT / "runs" / "casestudy-full" / "notebooks.json")
