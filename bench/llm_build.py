@@ -84,6 +84,27 @@ def measure(python: str, model: Path, texts: list[str], pythonpath: Path | None)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def readme_block(result: dict) -> str:
+    """The README's sentence on what the portable build costs, from ``bench/results/llm_build.json``."""
+    (p_name, portable), (w_name, wide) = result["builds"].items()
+    return (f"Measured ({result['machine']}; `bench/llm_build.py`, {result['prompts']} case-study prompts x "
+            f"{result['rounds']} rounds, greedy, 1 thread): the portable build generates {portable['tokens_per_s']} "
+            f"tokens/s, the AVX-512 build {wide['tokens_per_s']} tokens/s, so the portable build runs at "
+            f"{result['portable_over_widest']:.2f}x the speed of the widest build that runs here"
+            f"{', with identical text' if result['same_text'] else ''}.")
+
+
+def write_readme(result: dict, readme: Path = ROOT / "README.md") -> None:
+    """Put :func:`readme_block` between the README's ``llm-build`` markers."""
+    import re
+
+    text = readme.read_text()
+    pattern = re.compile(r"(<!-- llm-build:start -->\n).*?(<!-- llm-build:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no <!-- llm-build:start --> ... <!-- llm-build:end --> block")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + readme_block(result) + "\n" + m.group(2), text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--report-only", action="store_true")
@@ -120,6 +141,7 @@ def main() -> None:
         result["portable_over_widest"] = round(rates[0] / rates[1], 2)
         OUT.write_text(json.dumps(result, indent=2) + "\n")
     result = json.loads(OUT.read_text())
+    write_readme(result)
     for name, b in result["builds"].items():
         print(f"{name}: {b['tokens_per_s']} tokens/s")
     print(f"portable / widest: {result['portable_over_widest']}x; same text: {result['same_text']}")

@@ -7,6 +7,8 @@ Elsewhere the peak falls back to ``getrusage``'s lifetime maximum, which is then
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import re
 import resource
 import sys
@@ -16,8 +18,26 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def release_freed() -> None:
+    """Hand memory that Python and torch have freed back to the OS (glibc keeps it in its heap otherwise, so the
+    RSS of a long run stays at its highest point even when the data is gone). A no-op without glibc."""
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_peak() -> bool:
-    """Reset this process's peak RSS to its current RSS; ``False`` where the OS does not allow it."""
+    """Release freed memory, then reset this process's peak RSS to its current RSS.
+
+    Note: the kernel's peak is also what ``getrusage`` (and ``/usr/bin/time``) report for the whole process, so after
+    a reset those show the peak since the reset only.
+
+    Returns:
+        ``False`` where the OS does not allow the reset (the peak is then the process's lifetime peak).
+    """
+    release_freed()
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:

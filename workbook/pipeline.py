@@ -1143,7 +1143,8 @@ STEPS: tuple[Step, ...] = (
         "05_finetune",
         step_finetune,
         ("03_synthetic", "04_negatives"),
-        uses=(*_COMMON, "recipe", "max_rows", "train_batch_size", "train_epochs", "learning_rate", "seed", "fast"),
+        uses=(*_COMMON, "recipe", "max_rows", "train_batch_size", "train_epochs", "learning_rate", "train_memory_mb",
+              "seed", "fast"),  # fmt: skip
     ),
     Step(
         "06_evaluate",

@@ -1,0 +1,38 @@
+"""Numbers in the READMEs that come from a results file are rendered from it: edit one by hand and this fails."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def _block(text: str, name: str) -> str:
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)\n?<!-- {name}:end -->", text, re.S)
+    assert match, f"no <!-- {name}:start --> ... <!-- {name}:end --> block"
+    return match.group(1).strip()
+
+
+def test_readme_llm_build_cost_comes_from_the_bench_result():
+    import llm_build
+
+    result = json.loads((ROOT / "bench" / "results" / "llm_build.json").read_text())
+    assert _block((ROOT / "README.md").read_text(), "llm-build") == llm_build.readme_block(result)
+
+
+@pytest.mark.parametrize("name", ["targets", "quality", "speed", "e2e", "memory"])
+def test_bench_readme_tables_come_from_the_results(name):
+    import run
+
+    results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory")}
+    rows = run.targets(results["mining"], results["quality"], results["e2e"]) + run.memory_targets(results["memory"])
+    render = {"targets": lambda: run.md_targets(rows), "quality": lambda: run.md_quality(results["quality"]),
+              "speed": lambda: run.md_speed(results["speed"], results["mining"]),
+              "e2e": lambda: run.md_e2e(results["e2e"]), "memory": lambda: run.md_memory(results["memory"])}
+    assert _block((ROOT / "bench" / "README.md").read_text(), name) == render[name]().strip()
