@@ -52,6 +52,7 @@ def scifact_x2(dest: Path) -> Path:
 
 def run_pipeline(dataset: Path, out: Path) -> dict:
     """``workbook run`` in full mode in a child process: its wall time, exit code, whole-process peak RSS."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     settings = out.parent / f"{out.name}.toml"
     settings.write_text("allow_leakage = true\n")  # SciFact repeats two train claims in test (known, not our split)
     env = {**os.environ, "WORKBOOK_FAST": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

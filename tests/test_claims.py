@@ -20,10 +20,12 @@ def _block(text: str, name: str) -> str:
 
 
 def test_readme_llm_build_cost_comes_from_the_bench_result():
+    """The README's sentence is the rendering of bench/results/llm_build.json; with no result, there is no sentence."""
     import llm_build
 
-    result = json.loads((ROOT / "bench" / "results" / "llm_build.json").read_text())
-    assert _block((ROOT / "README.md").read_text(), "llm-build") == llm_build.readme_block(result)
+    path = ROOT / "bench" / "results" / "llm_build.json"
+    block = _block((ROOT / "README.md").read_text(), "llm-build")
+    assert block == (llm_build.readme_block(json.loads(path.read_text())) if path.is_file() else "")
 
 
 @pytest.mark.parametrize("name", ["targets", "quality", "speed", "e2e", "memory"])

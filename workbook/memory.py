@@ -91,9 +91,8 @@ def column_tokens(model, texts: list[str], quantile: float = 0.99, sample: int =
 
     rng = np.random.default_rng(seed)
     picked = [texts[i] for i in sorted(rng.choice(len(texts), size=min(sample, len(texts)), replace=False))]
-    ids = model.tokenizer(picked, add_special_tokens=True, truncation=False)["input_ids"]
-    lengths = np.array([len(x) for x in ids])
-    return int(min(np.quantile(lengths, quantile), model.max_seq_length))
+    ids = model.tokenizer(picked, add_special_tokens=True, truncation=True, max_length=model.max_seq_length)
+    return int(np.quantile([len(x) for x in ids["input_ids"]], quantile))
 
 
 def plan_training_memory(
