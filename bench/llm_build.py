@@ -70,7 +70,7 @@ def prompts(n: int = 6) -> list[str]:
 
     ds = load_icd10cm(get_config(fast=True))
     template = synth.few_shot_template(ds, n_shots=3, seed=7)
-    return [template.render(ds.corpus[d].text) for d in sorted(ds.corpus)[:: max(1, len(ds.corpus) // n)][:n]]
+    return [template.render(ds.corpus[d]["text"]) for d in sorted(ds.corpus)[:: max(1, len(ds.corpus) // n)][:n]]
 
 
 def measure(python: str, model: Path, texts: list[str], pythonpath: Path | None) -> dict:
@@ -86,12 +86,13 @@ def measure(python: str, model: Path, texts: list[str], pythonpath: Path | None)
 
 def readme_block(result: dict) -> str:
     """The README's sentence on what the portable build costs, from ``bench/results/llm_build.json``."""
-    (p_name, portable), (w_name, wide) = result["builds"].items()
+    (_, portable), (_, wide) = result["builds"].items()
     return (f"Measured ({result['machine']}; `bench/llm_build.py`, {result['prompts']} case-study prompts x "
             f"{result['rounds']} rounds, greedy, 1 thread): the portable build generates {portable['tokens_per_s']} "
             f"tokens/s, the AVX-512 build {wide['tokens_per_s']} tokens/s, so the portable build runs at "
             f"{result['portable_over_widest']:.2f}x the speed of the widest build that runs here"
-            f"{', with identical text' if result['same_text'] else ''}.")
+            + (", with identical text." if result["same_text"] else ". The greedy texts differ between the two builds "
+               "(their float rounding differs), so generated queries depend on the build as well as the seed."))
 
 
 def write_readme(result: dict, readme: Path = ROOT / "README.md") -> None:
