@@ -51,13 +51,10 @@ llm.close()
 def build_wide(python: str) -> Path:
     """Build the AVX-512 variant of the pinned llama-cpp-python into ``WIDE`` (once; outside pip's cache)."""
     sys.path.insert(0, str(ROOT))
-    from workbook.llmbuild import pinned_requirement
+    from workbook.llmbuild import pinned_requirement, pip_build
 
-    if (WIDE / "llama_cpp").is_dir():
-        return WIDE
-    env = {**os.environ, "CMAKE_ARGS": AVX512_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", "--target", str(WIDE),
-                    pinned_requirement(ROOT / "pyproject.toml")], env=env, check=True)  # fmt: skip
+    if not (WIDE / "llama_cpp").is_dir():
+        pip_build(python, pinned_requirement(ROOT / "pyproject.toml"), AVX512_ARGS, target=WIDE)
     return WIDE
 
 

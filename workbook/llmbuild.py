@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,11 +138,35 @@ def read_stamp(venv: str | Path) -> dict | None:
         return None
 
 
+def pip_build(python: str | Path, requirement: str, args: str, target: str | Path | None = None) -> None:
+    """Compile ``requirement`` with ``CMAKE_ARGS=args`` and install it, never through pip's cache (so a wheel built
+    with other flags is neither reused nor left behind for a later install to reuse).
+
+    Args:
+        python: the interpreter whose pip installs it.
+        requirement: e.g. ``llama-cpp-python==0.3.36``.
+        args: the ``CMAKE_ARGS``.
+        target: install into this folder (``pip --target``) instead of replacing the venv's copy.
+
+    Raises:
+        LLMBuildError: no compiler, or pip failed (its output was streamed above).
+        NoSpaceError: too little free space in the temporary folder for the build.
+    """
+    check_toolchain()
+    check_space(tempfile.gettempdir())
+    env = {**os.environ, "CMAKE_ARGS": args}
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+    where = ["--target", str(target)] if target is not None else ["--force-reinstall"]
+    cmd = [str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", *where, requirement]
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise LLMBuildError(f"building {requirement} failed (pip's output is above); command: {' '.join(cmd)}")
+
+
 def install(python: str | Path, pyproject: str | Path = "pyproject.toml", force: bool = False) -> bool:
     """Build and install the pinned llama-cpp-python portably into ``python``'s venv, unless already done.
 
-    The build skips pip's cache in both directions (``--no-cache-dir``), so a wheel compiled with other flags is
-    never reused, and the resulting build is stamped into the venv.
+    The build skips pip's cache (:func:`pip_build`), and the flags it used are stamped into the venv. When it fails,
+    the venv keeps the copy it had (pip replaces it only after a successful build) and a later set-up tries again.
 
     Args:
         python: the venv's interpreter.
@@ -156,23 +181,15 @@ def install(python: str | Path, pyproject: str | Path = "pyproject.toml", force:
         NoSpaceError: too little free space in the temporary folder for the build.
     """
     venv = Path(python).parent.parent
-    want = {"requirement": pinned_requirement(pyproject), "cmake_args": os.environ.get("CMAKE_ARGS") or cmake_args(
-        cpu_flags())}
+    want = {"requirement": pinned_requirement(pyproject),
+            "cmake_args": os.environ.get("CMAKE_ARGS") or cmake_args(cpu_flags())}  # fmt: skip
     if not force and read_stamp(venv) == want:
         print(f"{want['requirement']}: portable build present ({want['cmake_args']})")
         return False
-    check_toolchain()
-    import tempfile
-
-    check_space(tempfile.gettempdir())
+    check_toolchain()  # before the stamp goes: a machine without a compiler keeps its build and its record
     print(f"building {want['requirement']} for any x86-64 CPU (CMAKE_ARGS={want['cmake_args']}); ~7 min on 2 cores")
-    env = {**os.environ, "CMAKE_ARGS": want["cmake_args"]}
-    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    cmd = [str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--force-reinstall", "--no-deps",
-           want["requirement"]]
     _stamp(venv).unlink(missing_ok=True)
-    if subprocess.run(cmd, env=env).returncode != 0:
-        raise LLMBuildError(f"building {want['requirement']} failed (pip's output is above); command: {' '.join(cmd)}")
+    pip_build(python, want["requirement"], want["cmake_args"])
     _stamp(venv).write_text(json.dumps(want, indent=1) + "\n")
     return True
 
