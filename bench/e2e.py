@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -41,13 +42,44 @@ def workbook_casestudy(run_json: Path) -> dict | None:
             "source": str(run_json.relative_to(ROOT))}  # fmt: skip
 
 
+def fresh_clone(log: Path, machine: str) -> dict:
+    """The record of a ``../shared/tools/fresh-clone-test.sh`` run (``make test`` in a fresh clone, empty pip cache),
+    read from its output: wall time including set-up, exit code, and pytest's closing line."""
+    text = log.read_text()
+    done = re.search(r"fresh clone: '(.+?)' exited (\d+) after (\d+) s", text)
+    summary = re.findall(r"^=+ (\d+ passed.*?) =+$", text, re.MULTILINE)
+    if not done or not summary:
+        raise SystemExit(f"{log}: not the output of a finished fresh-clone run")
+    return {"command": done.group(1), "exit_code": int(done.group(2)), "seconds": int(done.group(3)),
+            "pytest": summary[-1], "pip_cache": "empty (PIP_NO_CACHE_DIR=1)", "machine": machine}  # fmt: skip
+
+
+def readme_block(e2e: dict) -> str:
+    """The README's sentence on how long `make test` takes, from ``bench/results/e2e.json``."""
+    fresh, suite = e2e.get("fresh_clone"), e2e.get("test_suite")
+    parts = []
+    if fresh:
+        parts.append(f"From a fresh clone with an empty pip cache, `{fresh['command']}` took "
+                     f"{fresh['seconds'] / 60:.0f} min including set-up ({fresh['pytest']}; "
+                     f"{fresh['machine']})")  # fmt: skip
+    if suite:
+        parts.append(f"the last `make bench` timed the tests alone, with warm caches, at {suite['seconds'] / 60:.0f} "
+                     f"min ({suite['summary']})")  # fmt: skip
+    return ("; ".join(parts) + ".") if parts else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
+    parser.add_argument("--fresh-clone-log", type=Path, help="record this fresh-clone-test.sh output (its log file)")
+    parser.add_argument("--machine", default="2 CPU cores", help="with --fresh-clone-log: how busy the machine was")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    out = {"test_suite": previous.get("test_suite"), "casestudy": None, "workbook_casestudy": None}
+    # Records this machine does not have (runs/ is not in git) keep their last committed values.
+    out = {key: previous.get(key) for key in ("test_suite", "casestudy", "workbook_casestudy", "fresh_clone")}
+    if args.fresh_clone_log:
+        out["fresh_clone"] = fresh_clone(args.fresh_clone_log, args.machine)
     if not args.skip_tests:
         t = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"], cwd=ROOT,
@@ -58,9 +90,13 @@ def main() -> None:
     record = ROOT / "runs" / "casestudy-full" / "make_casestudy.json"
     if record.is_file():
         out["casestudy"] = json.loads(record.read_text()) | {"source": str(record.relative_to(ROOT))}
-    out["workbook_casestudy"] = workbook_casestudy(ROOT / "runs" / "casestudy-full" / "run.json")
+    out["workbook_casestudy"] = workbook_casestudy(ROOT / "runs" / "casestudy-full" / "run.json") \
+        or out["workbook_casestudy"]  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    readme = ROOT / "README.md"
+    pattern = re.compile(r"(<!-- test-time:start -->\n).*?(<!-- test-time:end -->)", re.S)
+    readme.write_text(pattern.sub(lambda m: m.group(1) + readme_block(out) + "\n" + m.group(2), readme.read_text()))
     print(json.dumps(out, indent=2))
 
 

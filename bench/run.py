@@ -153,6 +153,10 @@ def md_e2e(e2e: dict | None) -> str:
     lines = ["| run | wall time |", "|---|---:|"]
     if suite:
         lines.append(f"| test suite (`pytest`, fast mode; {suite['summary']}) | {suite['seconds'] / 60:.1f} min |")
+    fresh = e2e.get("fresh_clone")
+    if fresh:
+        lines.append(f"| `{fresh['command']}` from a fresh clone, empty pip cache, set-up included ({fresh['pytest']}; "
+                     f"{fresh['machine']}) | {fresh['seconds'] / 60:.1f} min |")  # fmt: skip
     if case:
         warm = {True: "; caches of earlier runs reused", False: "; from a cold cache"}.get(case.get("warm_cache"), "")
         lines.append(f"| `make casestudy` (notebooks in full mode + `workbook casestudy`{warm}) | "

@@ -28,6 +28,13 @@ def test_readme_llm_build_cost_comes_from_the_bench_result():
     assert block == (llm_build.readme_block(json.loads(path.read_text())) if path.is_file() else "")
 
 
+def test_readme_test_time_comes_from_the_bench_result():
+    import e2e
+
+    result = json.loads((ROOT / "bench" / "results" / "e2e.json").read_text())
+    assert _block((ROOT / "README.md").read_text(), "test-time") == e2e.readme_block(result)
+
+
 @pytest.mark.parametrize("name", ["targets", "quality", "speed", "e2e", "memory"])
 def test_bench_readme_tables_come_from_the_results(name):
     import run
