@@ -94,9 +94,11 @@ def main() -> None:
         or out["workbook_casestudy"]  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import replace_block
+
     readme = ROOT / "README.md"
-    pattern = re.compile(r"(<!-- test-time:start -->\n).*?(<!-- test-time:end -->)", re.S)
-    readme.write_text(pattern.sub(lambda m: m.group(1) + readme_block(out) + "\n" + m.group(2), readme.read_text()))
+    readme.write_text(replace_block(readme.read_text(), "test-time", readme_block(out), readme))
     print(json.dumps(out, indent=2))
 
 

@@ -94,13 +94,10 @@ def readme_block(result: dict) -> str:
 
 def write_readme(result: dict, readme: Path = ROOT / "README.md") -> None:
     """Put :func:`readme_block` between the README's ``llm-build`` markers."""
-    import re
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import replace_block
 
-    text = readme.read_text()
-    pattern = re.compile(r"(<!-- llm-build:start -->\n).*?(<!-- llm-build:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{readme}: no <!-- llm-build:start --> ... <!-- llm-build:end --> block")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + readme_block(result) + "\n" + m.group(2), text))
+    readme.write_text(replace_block(readme.read_text(), "llm-build", readme_block(result), readme))
 
 
 def main() -> None:

@@ -179,12 +179,12 @@ def md_memory(memory: dict | None) -> str:
     return memory_table(memory)
 
 
-def replace_block(text: str, name: str, body: str) -> str:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
-    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+def replace_block(text: str, name: str, body: str, where: Path = README) -> str:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (each on its own line)."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n?<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{README}: no <!-- {name}:start --> ... <!-- {name}:end --> block")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        raise SystemExit(f"{where}: no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2).lstrip("\n"), text)
 
 
 def main() -> None:

@@ -57,12 +57,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def children_peak_rss_mb() -> float:
-    """The largest peak RSS of any finished child process of this one (e.g. a notebook kernel), in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-
 # ------------------------------------------------------------------------------------------------ training memory
 
 #: Bytes a transformer layer keeps for the backward pass, per token: this many per hidden unit (hidden states, the
