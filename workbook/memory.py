@@ -53,8 +53,12 @@ def peak_rss_mb() -> float:
         match = None
     if match:
         return int(match.group(1)) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def maxrss_mb(ru_maxrss: int) -> float:
+    """``getrusage``'s ``ru_maxrss`` in MiB (it counts KiB on Linux, bytes on macOS)."""
+    return ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 # ------------------------------------------------------------------------------------------------ training memory

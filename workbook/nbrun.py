@@ -18,14 +18,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbook.config import Config
+from workbook.data import _atomic_write
+from workbook.memory import maxrss_mb
 
 RECORD = "notebooks.json"
 
-# Runs the command in argv and prints the largest peak RSS (KiB on Linux) of any process it waited for.
+# Runs the command in argv and prints the largest ru_maxrss of any process it waited for.
 _WRAPPER = (
     "import resource, subprocess, sys\n"
     "rc = subprocess.call(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "print('PEAK_RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 
@@ -51,9 +53,8 @@ def execute(path: Path, fast: bool) -> dict:
     peak = None
     kept = []
     for line in proc.stderr.splitlines():
-        if line.startswith("PEAK_RSS_KB "):
-            kb = int(line.split()[1])
-            peak = kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024  # bytes on macOS
+        if line.startswith("PEAK_RSS "):
+            peak = maxrss_mb(int(line.split()[1]))
         else:
             kept.append(line)
     return {"notebook": path.name, "seconds": round(seconds, 1), "exit_code": proc.returncode,
@@ -89,8 +90,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             log(rec["stderr_tail"])
             break
     kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
-                               "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                               "notebooks": [kept[k] for k in sorted(kept)]}, indent=1) + "\n")  # fmt: skip
+    _atomic_write(out, json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
+                                   "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                                   "notebooks": [kept[k] for k in sorted(kept)]}, indent=1) + "\n")  # fmt: skip
     return records
