@@ -93,7 +93,11 @@ def targets(mining: dict | None, quality: dict | None, e2e: dict | None) -> list
         forget = case_q["forgetting"]
         drop = round(100 * (forget["base"] - forget["tuned"]), 2)
         out.append(_target("SciFact nDCG@10 drop, tuned vs base", f"{drop} pts", "<= 1 pt", drop <= 1))
-        if "chosen_alpha" in forget:
+        if "merged_general_loss_test" in forget:  # SciFact test, read once for the alpha chosen on SciFact dev
+            mdrop = round(100 * forget["merged_general_loss_test"], 2)
+            out.append(_target(f"SciFact test drop, merged model (alpha={forget['chosen_alpha']:g}, chosen on dev)",
+                               f"{mdrop} pts", "<= 1 pt", mdrop <= 1))  # fmt: skip
+        elif "chosen_alpha" in forget:  # results written before issue 19 (alpha chosen on the SciFact test curve)
             mdrop = round(100 * forget["chosen_general_loss"], 2)
             out.append(_target(f"SciFact drop, merged model (alpha={forget['chosen_alpha']:g})", f"{mdrop} pts",
                                "<= 1 pt", mdrop <= 1))  # fmt: skip

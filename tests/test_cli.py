@@ -72,6 +72,9 @@ def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
     assert "broken cell" in records[1]["stderr_tail"]
     saved = json.loads((tmp_path / "nb.json").read_text())
     assert [r["notebook"] for r in saved["notebooks"]] == ["01_big.ipynb", "02_fails.ipynb"]
+    stamps = [json.loads((tmp_path / "notebooks" / n).read_text())["metadata"].get("workbook")
+              for n in ("01_big.ipynb", "02_fails.ipynb")]  # fmt: skip
+    assert stamps[0]["mode"] == "fast" and stamps[1] is None  # only a notebook that ran through is stamped
     again = run_notebooks(cfg, ["01"], out=tmp_path / "nb.json", log=lines.append)
     assert len(again) == 1 and "ETA" in lines[-2]  # the ETA comes from the last run's times
     assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept

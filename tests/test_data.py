@@ -165,6 +165,20 @@ def test_leakage_found_and_absent():
     assert [(lk.eval_split, lk.eval_query, lk.train_query) for lk in leaks] == [("test", "q3", "q1")]
 
 
+def test_leakage_uses_the_one_equivalence_key():
+    """"X" in train and "X NOS" in test are one wording (the key the miner's audit uses too): a leak."""
+    from workbook.data import equivalence_key
+    from workbook.negatives import description_key
+
+    ds = tiny()
+    ds.queries["q3"] = ds.queries["q1"] + ", NOS"
+    assert [(lk.eval_query, lk.train_query) for lk in find_leakage(ds)] == [("q3", "q1")]
+    assert description_key is equivalence_key  # one key: leakage, merging, mining filters, synthetic guards
+    key = equivalence_key("Lymphadenitis NOS")
+    assert key == equivalence_key("lymphadenitis") != normalize_query("Lymphadenitis NOS")
+    assert equivalence_key("with X, without Y") != equivalence_key("without X, with Y")
+
+
 def test_stats_and_subset():
     ds = tiny()
     stats = dataset_stats(ds)
@@ -182,6 +196,22 @@ def test_scifact_fast_subset_is_seeded(monkeypatch):
     assert list(a.corpus) == list(b.corpus) and a.qrels == b.qrels
     judged = {d for docs in a.qrels["test"].values() for d in docs}
     assert judged <= set(a.corpus)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_scifact_dev_split_is_held_out_train_claims(fast):
+    from workbook.config import get_config
+    from workbook.data import SCIFACT_DEV_CLAIMS
+
+    cfg = get_config(fast=fast)
+    plain, ds = load_scifact(cfg), load_scifact(cfg, with_dev=True)
+    source = load_scifact(get_config(fast=False))
+    assert len(ds.qrels["dev"]) == SCIFACT_DEV_CLAIMS[1 if fast else 0]
+    assert set(ds.qrels["dev"]) <= set(source.qrels["train"])  # claims from train, never from test
+    assert not set(ds.qrels["dev"]) & set(ds.qrels.get("train", {}))  # and out of what stays in train
+    assert set(ds.qrels["test"]) == set(plain.qrels["test"])  # test is the same claims with or without dev
+    assert {d for docs in ds.qrels["dev"].values() for d in docs} <= set(ds.corpus)
+    assert ds.qrels == load_scifact(cfg, with_dev=True).qrels  # seeded
 
 
 def test_scifact_full_matches_source():

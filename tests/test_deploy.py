@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbook import deploy as dp
@@ -271,10 +272,40 @@ def test_sample_queries_and_refusal(ds):
         dp.refusal(lambda: None)
 
 
-def test_shadow_of_a_model_against_itself(dep, ds, models):
+def test_shadow_of_a_model_against_itself(dep, ds, models, cfg):
     r = dep.retriever(dep.collection_name("v1"), models["v1"])
-    s = dp.shadow_test(r, r, ds.split_queries("test"), ds.qrels["test"], latency_queries=5).summary()
+    report = dp.shadow_test(r, r, ds.split_queries("test"), ds.qrels["test"], latency_queries=5)
+    s = report.summary()
     assert s["overlap@10 labelled"] == 1.0 and s["wins"] == s["losses"] == 0 and s["ndcg@10 delta"] == 0
+    # the promotion gate asks for an improvement: the same model is no candidate, whatever the latency noise
+    same = dp.promotion_gate(report, cfg.replace(gate_max_latency_ratio=1e9), "v1")
+    assert not same.passed and same.checks["passed"].tolist() == [False, False, True, True]
+
+
+def _equal_or_better_report(better: bool) -> dp.ShadowReport:
+    """A shadow test on 4 labelled queries: the candidate ranks like production, or better on 3 of them."""
+    from workbook.evaluate import evaluate_ranking
+
+    qrels = {f"q{i}": {"g": 1} for i in range(4)}
+    old = {"q0": ["x", "g"], "q1": ["x", "g"], "q2": ["x", "g"], "q3": ["g"]}
+    new = {"q0": ["g"], "q1": ["g"], "q2": ["g"], "q3": ["x", "g"]} if better else dict(old)  # 3 wins, 1 loss
+    overlap = pd.DataFrame({"labelled": [True] * 4, "overlap": [1.0] * 4}, index=list(qrels))
+    latency = pd.DataFrame({"old": [5.0, 6.0], "new": [5.0, 6.0]})
+    return dp.ShadowReport("docs-v1", "docs-v2", 10, "ndcg@10", overlap, evaluate_ranking(old, qrels),
+                           evaluate_ranking(new, qrels), latency, old, new)  # fmt: skip
+
+
+def test_promotion_gate_is_an_improvement_gate():
+    cfg = get_config(fast=True)
+    same = dp.promotion_gate(_equal_or_better_report(better=False), cfg, "v2")
+    assert not same.passed  # ties only: win rate undefined (no decided query), delta 0 is not > 0
+    assert same.checks["passed"].tolist() == [False, False, True, True]
+    assert list(same.checks.index[:2]) == ["ndcg@10 delta > 0", "win rate > 0.5 (ties excluded)"]
+    assert np.isnan(same.checks.loc["win rate > 0.5 (ties excluded)", "value"])
+    better = dp.promotion_gate(_equal_or_better_report(better=True), cfg, "v2")
+    assert better.passed and better.checks.loc["win rate > 0.5 (ties excluded)", "value"] == 0.75
+    # a threshold equal to the measured value is not exceeded
+    assert not dp.promotion_gate(_equal_or_better_report(better=True), cfg.replace(gate_min_win_rate=0.75), "v2")
 
 
 def test_gate_passes_and_fails_on_config_thresholds(shadow, cfg):

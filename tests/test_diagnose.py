@@ -197,29 +197,27 @@ def test_find_group_and_nearest_doc_agreement():
 
 
 GO_SLICES = {"lookalike": 0.55, "abbreviation": 0.7, "exact-code": 0.7, "other": 0.9}
+GAP, PAIRS, CLUSTER = dg.GAP_CHECK, dg.pairs_check(1000), dg.CLUSTER_CHECK
 
 
 def test_gate_go_when_gap_pairs_and_clustered_errors():
     d = dg.should_fine_tune(0.70, 0.90, 5000, GO_SLICES, overall=0.70)
-    assert d.go and all(d.checks.values()) and len(d.reasons) == 3
+    assert d.go and all(d.checks.values()) and len(d.reasons) == 3 and d.verdict == "GO"
     assert "lookalike (error +0.150)" in d.reasons[2]
     assert str(d).startswith("GO: fine-tune")
+    assert d.status == dict.fromkeys([GAP, PAIRS, CLUSTER], "pass")  # no per-query values: the point estimates decide
 
 
 def test_gate_no_go_when_cheap_method_reaches_target():
     d = dg.should_fine_tune(0.92, 0.90, 5000, GO_SLICES, overall=0.70)
-    assert not d.go and d.checks == {
-        "gap remains after the cheap wins": False,
-        "at least 1000 training pairs": True,
-        "errors cluster in domain slices": True,
-    }
+    assert not d.go and d.checks == {GAP: False, PAIRS: True, CLUSTER: True}
     assert len(d.reasons) == 1 and "already reaches" in d.reasons[0]
-    assert str(d).startswith("NO-GO")
+    assert str(d).startswith("NO-GO") and d.verdict == "NO-GO"
 
 
 def test_gate_no_go_with_too_few_pairs():
     d = dg.should_fine_tune(0.70, 0.90, 999, GO_SLICES, overall=0.70)
-    assert not d.go and [k for k, ok in d.checks.items() if not ok] == ["at least 1000 training pairs"]
+    assert not d.go and d.failed == [PAIRS]
     assert d.reasons == ["only 999 training pairs < 1000: label or generate more first (notebook 04)"]
 
 
@@ -227,8 +225,104 @@ def test_gate_no_go_when_errors_are_spread_evenly():
     # every domain slice within 0.05 of the overall error; a non-domain slice ("other") far worse does not count
     even = {"lookalike": 0.66, "abbreviation": 0.70, "exact-code": 0.72, "other": 0.2}
     d = dg.should_fine_tune(0.70, 0.90, 5000, even, overall=0.70)
-    assert not d.go and [k for k, ok in d.checks.items() if not ok] == ["errors cluster in domain slices"]
+    assert not d.go and d.failed == [CLUSTER]
     assert d.reasons[0].startswith("errors do not cluster in domain slices")
     assert "lookalike +0.040, abbreviation +0.000, exact-code -0.020" in d.reasons[0]
     # exactly the margin counts as clustered
     assert dg.should_fine_tune(0.70, 0.90, 5000, {"exact-code": 0.5}, overall=0.75, margin=0.25).go
+
+
+def test_gate_without_slices_does_not_measure_the_cluster_check():
+    """No query slices: the third check is not measured (None), not failed, and GO rests on the other two."""
+    for slices in ({}, None):
+        d = dg.should_fine_tune(0.70, 0.90, 5000, slices, overall=0.70)
+        assert d.checks == {GAP: True, PAIRS: True, CLUSTER: None} and d.go and d.verdict == "GO"
+        assert d.status[CLUSTER] == "not measured" and d.not_measured == [CLUSTER]
+        assert d.checks[GAP]  # notebooks index the checks by name as before
+        assert "not measured: no query slices in this dataset" in d.reasons
+        assert "(not measured: errors cluster in domain slices)" in str(d).splitlines()[0]
+        assert "[-] errors cluster in domain slices" in str(d)
+    # a failing measured check still says NO-GO, and the unmeasured one is listed beside it
+    d = dg.should_fine_tune(0.70, 0.90, 10, {}, overall=0.70)
+    assert not d.go and d.failed == [PAIRS] and d.reasons[-1] == "not measured: no query slices in this dataset"
+    # slices that are none of the domain slices: not measured either, and the text names them
+    d = dg.should_fine_tune(0.70, 0.90, 5000, {"colloquial": 0.2}, overall=0.70)
+    assert d.checks[CLUSTER] is None and d.go and "none of the domain slices" in d.texts[CLUSTER]
+    # no metric for the best cheap method (no dev split): the gap is not measured, never read from elsewhere
+    d = dg.should_fine_tune(None, 0.90, 5000)
+    assert d.checks == {GAP: None, PAIRS: True, CLUSTER: None} and d.go
+
+
+def _per_query(n: int, mean: float, seed: int, prefix: str) -> pd.Series:
+    """``n`` 0/1 values with exactly ``round(n * mean)`` ones, in a seeded order."""
+    ones = round(n * mean)
+    values = np.r_[np.ones(ones), np.zeros(n - ones)]
+    np.random.default_rng(seed).shuffle(values)
+    return pd.Series(values, index=[f"{prefix}{i:04d}" for i in range(n)])
+
+
+def test_gate_ci_says_too_small_to_decide_on_a_small_slice():
+    """Notebook 02's case: the GO rests on a 45-query slice whose excess error (+0.06) barely tops the 0.05 margin."""
+    rest = _per_query(900, 0.70, 0, "r")
+    abbr = _per_query(45, 0.64, 1, "a")  # point estimate: excess error about +0.06 over the overall
+    per_query = pd.concat([rest, abbr])
+    slices = {"abbreviation": list(abbr.index), "lookalike": list(rest.index[:600])}
+    d = dg.should_fine_tune(**dg.gate_inputs({"best": per_query}, slices), target=0.9, n_pairs=5000, seed=3)
+    assert d.checks == {GAP: True, PAIRS: True, CLUSTER: True}  # every point estimate passes ...
+    assert d.status == {GAP: "pass", PAIRS: "pass", CLUSTER: "too small to decide"}  # ... one check is not decided
+    assert d.go and d.verdict == "GO (uncertain)" and d.undecided == [CLUSTER]
+    assert str(d).startswith("GO (uncertain)") and "[?] errors cluster in domain slices" in str(d)
+    row = d.slices.loc["abbreviation"]
+    assert row["queries"] == 45 and row["ci_low"] < 0.05 <= row["excess error"] < row["ci_high"]
+    assert "45 queries" in d.texts[CLUSTER] and d.texts[CLUSTER].startswith("too small to decide")
+    gap = d.numbers[GAP]
+    assert gap["queries"] == 945 and gap["ci_low"] < gap["value"] < gap["ci_high"] < 0.9
+    again = dg.should_fine_tune(**dg.gate_inputs({"best": per_query}, slices), target=0.9, n_pairs=5000, seed=3)
+    assert again.numbers == d.numbers  # seeded
+
+
+def test_gate_ci_decides_a_large_slice_and_a_gap_near_the_target():
+    rest = _per_query(2000, 0.80, 0, "r")
+    look = _per_query(2000, 0.60, 1, "l")  # excess error +0.10 over 4,000 queries: clearly above 0.05
+    per_query = pd.concat([rest, look])
+    inputs = dg.gate_inputs({"best": per_query}, {"lookalike": list(look.index)})
+    d = dg.should_fine_tune(**inputs, target=0.9, n_pairs=5000)
+    assert d.verdict == "GO" and d.status[CLUSTER] == "pass" and d.slices.loc["lookalike", "ci_low"] > 0.05
+    # a target inside the best method's CI: the gap cannot be told from noise either way
+    near = dg.should_fine_tune(**inputs, target=0.705, n_pairs=5000)
+    assert near.status[GAP] == "too small to decide" and near.checks[GAP] and near.verdict == "GO (uncertain)"
+    above = dg.should_fine_tune(**inputs, target=0.695, n_pairs=5000)
+    assert not above.go and above.failed == [GAP] and above.verdict == "NO-GO (uncertain)"
+    # a decided failure next to an undecided one: the NO-GO is certain
+    assert dg.should_fine_tune(**inputs, target=0.695, n_pairs=10).verdict == "NO-GO"
+
+
+def test_gate_inputs_picks_the_best_cheap_method_like_the_pipeline():
+    a = pd.Series({"q1": 1.0, "q2": 0.0, "q3": 1.0})
+    b = pd.Series({"q1": 0.0, "q2": 1.0, "q3": 1.0})  # the same mean: the first one wins the tie
+    c = pd.Series({"q1": 0.0, "q2": 0.0, "q3": 1.0})
+    inputs = dg.gate_inputs({"A": a, "B": b.to_dict(), "C": c}, {"lookalike": ["q1", "q2", "zz"], "empty": ["zz"]})
+    assert inputs["best_name"] == "A" and inputs["best_cheap"] == inputs["overall"] == pytest.approx(2 / 3)
+    assert inputs["slice_queries"] == {"lookalike": ["q1", "q2"]} and inputs["slice_metrics"] == {"lookalike": 0.5}
+    assert dg.gate_inputs({"B": b, "A": a})["best_name"] == "B" and dg.gate_inputs({"A": a})["slice_queries"] == {}
+
+
+def test_gate_to_dict_is_json_ready():
+    import json
+
+    rest, look = _per_query(300, 0.7, 0, "r"), _per_query(100, 0.5, 1, "l")
+    inputs = dg.gate_inputs({"best": pd.concat([rest, look])}, {"lookalike": list(look.index)})
+    record = json.loads(json.dumps(dg.should_fine_tune(**inputs, target=0.9, n_pairs=50).to_dict()))
+    assert record["verdict"] == "NO-GO" and record["checks"][PAIRS] is False and record["slices"][0]["queries"] == 100
+    assert set(record["numbers"][GAP]) == {"value", "threshold", "ci_low", "ci_high", "queries"}
+
+
+def test_gate_checks_are_python_bools_even_from_numpy_inputs():
+    """Notebooks pass numpy scalars; `decision.checks[...] is True` must still hold (exercise 01.4 relies on it)."""
+    import numpy as np
+
+    from workbook.diagnose import should_fine_tune
+
+    d = should_fine_tune(best_cheap=np.float64(0.6), target=0.9, n_pairs=np.int64(5000),
+                         slice_metrics={"lookalike": np.float64(0.4)}, overall=np.float64(0.6))  # fmt: skip
+    assert all(v is True for v in d.checks.values()), d.checks

@@ -142,6 +142,31 @@ def test_worst_queries_lists_lowest_first():
     assert worst.loc["q2", "top results"].startswith("c text c")
 
 
+def test_worst_queries_break_ties_by_a_seeded_shuffle_not_by_id():
+    from workbook.data import Dataset
+    from workbook.evaluate import worst_queries
+
+    corpus = {d: {"title": d, "text": f"text {d}", "metadata": {}} for d in ("a", "b")}
+    qids = [f"code-{i:02d}" for i in range(10)] + [f"q{i:02d}" for i in range(10)]  # ids sort by kind
+    ds = Dataset(corpus, {q: q for q in qids}, {"test": {q: {"a": 1} for q in qids}})
+    ranked = {q: ["b"] for q in qids}  # every query misses: all tie at MRR 0
+    res = evaluate_ranking(ranked, ds.qrels["test"], ["mrr@10"])
+    worst = worst_queries(res, ranked, ds, "test", n=6, seed=0)
+    assert {q[:2] for q in worst.index} == {"co", "q0"}  # both kinds, not the six first ids
+    assert list(worst.index) == list(worst_queries(res, ranked, ds, "test", n=6, seed=0).index)  # seeded
+
+
+def test_p_value_at_the_tests_floor_is_written_as_a_bound():
+    from workbook.evaluate import paired_comparison
+
+    qrels = {f"q{i}": {"a": 1} for i in range(40)}
+    hit = evaluate_ranking({q: ["a"] for q in qrels}, qrels, ["recall@10"], name="hit")
+    miss = evaluate_ranking({q: ["b"] for q in qrels}, qrels, ["recall@10"], name="miss")
+    pc = paired_comparison(miss, hit, "recall@10", n_resamples=2000)
+    assert pc.p_value == pytest.approx(pc.p_floor) and pc.p_text == "p ≤ 0.001"
+    assert pc.as_series()["p-value"] == "p ≤ 0.001"
+
+
 def test_truncate_renormalises():
     from workbook.evaluate import truncate
 

@@ -92,14 +92,19 @@ def test_audit_counts_each_kind_on_hand_made_rows():
             ("q5", "D2"): [],
         }
     )
-    a = audit(ds, mined)
-    assert a.negatives == 10
+    a = audit(ds, mined, label_splits=None)  # every split's judgements: a read-only report
+    assert a.negatives == 10 and a.label_splits == ("train", "test")
     assert a.by_kind == {"judged": 1, "same wording": 1, "same description": 2, "query names it": 1}
     assert a.false_negatives == 5 and a.fn_rate == pytest.approx(0.5)
     assert a.queries == 4 and a.queries_without_negatives == 0 and a.rows == 5 and a.short_rows == 5
     assert set(a.flagged["negative"]) == {"D2", "D3", "D4", "D6"}
+    # The default reads the training split only: D6 is known for "Lymphadenitis" through a *test* judgement.
+    train_only = audit(ds, mined)
+    assert train_only.label_splits == ("train",) and train_only.summary()["labels from"] == "train"
+    assert train_only.by_kind == {**a.by_kind, "same wording": 0}
     assert known_equivalents(ds, "q5") == {"D1", "D2", "D3"}
     assert known_equivalents(ds, "q2") == {"D5", "D4"}
+    assert known_equivalents(ds, "q3") == {"D7"} and known_equivalents(ds, "q3", None) == {"D7", "D6"}
 
 
 def test_audit_reports_queries_left_without_negatives():
@@ -115,7 +120,7 @@ def minilm():
 
 def test_mining_all_pairs_excludes_every_positive_and_audit_finds_the_rest(minilm):
     ds = tiny()
-    a = audit(ds, mine_negatives(ds, minilm, everything(name="all")))
+    a = audit(ds, mine_negatives(ds, minilm, everything(name="all")), label_splits=None)
     # q1, q2, q3: 6 candidates each; q5: 5 per row, two rows. D2 is never mined for q5 (both pairs passed).
     assert a.negatives == 6 * 3 + 5 * 2
     assert a.by_kind == {"judged": 0, "same wording": 1, "same description": 3, "query names it": 1}
@@ -123,7 +128,7 @@ def test_mining_all_pairs_excludes_every_positive_and_audit_finds_the_rest(minil
 
 def test_one_positive_per_query_mines_the_other_positive(minilm):
     ds = tiny()
-    a = audit(ds, mine_negatives(ds, minilm, everything(one_positive_per_query=True)))
+    a = audit(ds, mine_negatives(ds, minilm, everything(one_positive_per_query=True)), label_splits=None)
     assert a.rows == 4 and a.negatives == 24
     assert a.by_kind == {"judged": 1, "same wording": 1, "same description": 2, "query names it": 1}
     assert a.flagged.query("kind == 'judged'")[["query_id", "negative"]].values.tolist() == [["q5", "D2"]]
@@ -133,8 +138,21 @@ def test_exclude_known_drops_every_flagged_negative(minilm, tmp_path):
     ds = tiny()
     mined = mine_negatives(ds, minilm, everything(exclude_known=True), cache_dir=tmp_path)
     a = audit(ds, mined)
-    assert a.false_negatives == 0 and a.negatives == 5 + 5 + 5 + 4 + 4
+    # q3 keeps D6: only a test judgement says it answers "Lymphadenitis", and training never reads test labels.
+    assert a.false_negatives == 0 and a.negatives == 5 + 5 + 6 + 4 + 4
+    assert mined.label_splits == ("train",)
     assert (tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("miner-"))).is_dir()
+    held_out = audit(ds, mined, label_splits=None)  # the read-only audit still reports what the test labels flag
+    assert held_out.flagged[["query_id", "negative", "kind"]].values.tolist() == [["q3", "D6", "same wording"]]
+
+
+def test_training_rows_do_not_depend_on_held_out_judgements(minilm, tmp_path):
+    ds = tiny()
+    settings = everything(exclude_known=True)
+    with_test = mine_negatives(ds, minilm, settings, cache_dir=tmp_path)
+    other = {"test": {"q4": {"D7": 1}, "q1": {"D1": 1}}, "dev": {"q3": {"D6": 1}}}  # held-out labels changed/added
+    without = mine_negatives(tiny(qrels={"train": ds.qrels["train"], **other}), minilm, settings, cache_dir=tmp_path)
+    assert with_test.rows == without.rows
 
 
 def test_rank_window_and_margin_filters(minilm):
@@ -196,3 +214,9 @@ def test_excludes1_overlap_and_pick_setting():
     empty = audit(ds, by_hand({("q1", "D2"): [], ("q2", "D5"): []}), name="empty")
     assert pick_setting([dirty, clean, empty], max_lost=0.25) == "clean"
     assert pick_setting([dirty, empty], max_lost=0.25) == "dirty"
+    # Equally clean: the larger rank-window start wins (known false negatives are a lower bound; unknown ones sit on
+    # top).
+    shallow = audit(ds, MinedNegatives(clean_rows := by_hand({("q1", "D2"): ["D1"], ("q2", "D5"): ["D6"]}).rows,
+                                       MiningSettings(name="window 3-50", range_min=3)))  # fmt: skip
+    deep = audit(ds, MinedNegatives(clean_rows, MiningSettings(name="window 10-60", range_min=10)))
+    assert pick_setting([shallow, deep]) == "window 10-60" == pick_setting([deep, shallow])

@@ -153,7 +153,15 @@ def test_steps_did_the_real_work(run):
     assert card["model_fingerprint"] != card["base_model_fingerprint"]
     model_path = Path(result(run.out, "05_finetune")["model_path"])
     assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"
+    base = result(run.out, "02_baselines")
+    assert base["methods"][-1] == pipeline.RERANKER_METHOD and base["reranker"].startswith("trained on")
+    dec = result(run.out, "08_decision")
     ev = result(run.out, "06_evaluate")
+    # one rule for the best cheap method: the gate (dev, per-query values) and the evaluation pick the same one
+    assert dec["gate"]["split"] == "dev" and dec["gate"]["best_cheap"] == ev["best_cheap"]
+    assert ev["selected_on"] == "dev" and ev["selection"] == "picked on the dev split"
+    gap = dec["gate"]["numbers"]["gap remains after the cheap wins"]
+    assert gap["ci_low"] < gap["value"] < gap["ci_high"] and gap["queries"] == len(load_dataset(run.data).qrels["dev"])
     # The stored metrics are those of the stored rankings: recompute them independently.
     ds = load_dataset(run.data)
     rankings = json.loads((run.out / "06_evaluate" / "rankings_test.json").read_text())
@@ -183,9 +191,18 @@ def test_report_numbers_come_from_the_runs_json(run):
         assert float(shown["delta"]) == round(row["delta"], 4)
         assert float(shown["CI low"]) == round(row["ci_low"], 4) and float(shown["CI high"]) == round(row["ci_high"], 4)
     assert f"**{dec['verdict']}**" in text
-    assert ("GO (the gate" if dec["gate"]["go"] else "NO-GO (the gate") in text
+    assert f"Should you fine-tune? {dec['gate']['verdict']} (the gate, from the baselines)" in text
     for reason in dec["gate"]["reasons"]:
         assert f"- {reason}" in text
+    # the gate (prior, dev) beside the measurement (posterior, test), and what they say together
+    side = next(t for caption, t in tables.items() if caption.startswith("the gate is the prior (dev"))
+    assert list(side["split"]) == ["dev", "test"] and list(side["says"])[0] == dec["gate"]["verdict"]
+    assert float(side.loc["the measurement (posterior)", "value"]) == round(dec["payoff"]["delta"], 4)
+    assert dec["agreement"]["text"] in text
+    assert dec["agreement"]["agree"] == (dec["gate"]["go"] == dec["tuned_beats_best_cheap"])
+    shown = tables["the gate's checks: value, threshold, 95% bootstrap CI, queries"]
+    gap = dec["gate"]["numbers"]["gap remains after the cheap wins"]
+    assert float(shown.loc["gap remains after the cheap wins", "ci_low"]) == round(gap["ci_low"], 4)
     forget = result(run.out, "07_forgetting")["paired"]
     assert f"nDCG@10 {forget['mean_a']:.4f} base → {forget['mean_b']:.4f} fine-tuned" in text
 
@@ -355,3 +372,91 @@ def test_dataset_without_train_split_trains_on_synthetic_queries(tmp_path):
     assert syn["status"] == "generated" and syn["template"] == "generic-zero-shot" and syn["pairs"] > 0
     assert result(out, "04_negatives")["source"] == "synthetic"
     assert (out / "report.md").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ no dev split
+
+
+def test_carve_dev_split_holds_out_train_queries_seeded():
+    from workbook.data import find_leakage
+
+    full = load_icd10cm(get_config(fast=True))
+    ds = subset(full, splits=["train", "test"])
+    train_before = dict(ds.qrels["train"])
+    record = pipeline.carve_dev_split(ds, seed=7)
+    held = record["query_ids"]
+    n = len(train_before)
+    assert record["source"] == "carved from train" and record["seed"] == 7 and held == sorted(held)
+    assert pipeline.carved_dev_size(n) <= len(held) < pipeline.carved_dev_size(n) + 5  # same wordings move together
+    assert len(held) >= 50 and set(ds.qrels["dev"]) == set(held) and not set(held) & set(ds.qrels["train"])
+    assert set(ds.qrels["dev"]) | set(ds.qrels["train"]) == set(train_before)
+    assert not find_leakage(ds), "a carved dev query never repeats a train query's wording"
+    again = subset(full, splits=["train", "test"])
+    assert pipeline.carve_dev_split(again, seed=7)["query_ids"] == held  # seeded
+    assert pipeline.carve_dev_split(subset(full, splits=["train", "test"]), seed=8)["query_ids"] != held
+    # a dataset with a dev split is left alone; a tiny train split gives none (choices fall back to defaults)
+    assert pipeline.carve_dev_split(ds, seed=7) == {"source": "dataset", "queries": len(held)}
+    tiny_train = subset(full, query_ids=sorted(full.qrels["train"])[:30] + sorted(full.qrels["test"]),
+                        splits=["train", "test"])  # fmt: skip
+    none = {"source": "none", "queries": 0, "why": "only 30 train queries"}
+    assert pipeline.carve_dev_split(tiny_train, seed=7) == none
+    assert "dev" not in tiny_train.qrels and len(tiny_train.qrels["train"]) == 30
+    assert [pipeline.carved_dev_size(k) for k in (30, 40, 101, 200, 1000)] == [0, 10, 25, 50, 150]
+
+
+def test_run_without_dev_split_chooses_on_a_carved_dev_never_on_test(tmp_path):
+    """A team's corpus with train and test only: dev is held out of train, and every choice is made on it."""
+    from workbook.negatives import load_training_set, training_set_path
+
+    full = load_dataset(make_tiny_dataset(tmp_path / "src"))
+    folder = save_dataset(subset(full, splits=["train", "test"]), tmp_path / "data")
+    shutil.copy(tmp_path / "src" / "lookalikes.jsonl", folder / "lookalikes.jsonl")
+    settings = tmp_path / "s.toml"
+    settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
+                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
+    out = tmp_path / "run"
+    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
+    assert rc == 0, log
+    valid = result(out, "01_validate")
+    carved, n_train = valid["dev"], len(load_dataset(folder).qrels["train"])
+    assert carved["source"] == "carved from train" and carved["seed"] == 42
+    assert pipeline.carved_dev_size(n_train) <= carved["queries"] <= pipeline.carved_dev_size(n_train) + 3
+    assert valid["splits"] == ["train", "dev", "test"]
+    assert valid["split_queries"]["train"] == n_train - carved["queries"]
+    ev, dec = result(out, "06_evaluate"), result(out, "08_decision")
+    assert ev["selected_on"] == "dev" and dec["gate"]["split"] == "dev"
+    assert dec["gate"]["numbers"]["gap remains after the cheap wins"]["queries"] == carved["queries"]
+    assert "dev" in result(out, "02_baselines")["metrics"]
+    rows = load_training_set(training_set_path(pipeline.team_config(out, fast=True)), with_ids=True)
+    assert rows["query_id"] and not set(rows["query_id"]) & set(carved["query_ids"]), "dev is left out of training"
+    card = result(out, "05_finetune")["card"]
+    assert card.get("dev_metrics"), "the in-training evaluator reads the carved dev split"
+    text = (out / "report.md").read_text()
+    assert f"o dev split: {carved['queries']} train queries held out as dev (seed 42)" in text
+    assert "picked on the dev split" in text
+    for name in STEP_NAMES:  # no result anywhere says something was chosen on test
+        assert "picked on the test" not in (out / name / pipeline.RESULT).read_text()
+    assert "picked on the test" not in text and "selected_on: test" not in text
+
+
+def test_run_with_too_few_train_queries_for_a_dev_split_falls_back_to_defaults(tmp_path):
+    """No dev split and too few train queries to hold one out: nothing is picked, and nothing is read from test."""
+    full = load_dataset(make_tiny_dataset(tmp_path / "src"))
+    keep = sorted(full.qrels["train"])[:30] + sorted(full.qrels["test"])
+    folder = save_dataset(subset(full, query_ids=keep, splits=["train", "test"]), tmp_path / "data")
+    settings = tmp_path / "s.toml"
+    settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
+                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
+    out = tmp_path / "run"
+    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
+    assert rc == 0, log
+    assert result(out, "01_validate")["dev"] == {"source": "none", "queries": 0, "why": "only 30 train queries"}
+    ev, dec = result(out, "06_evaluate"), result(out, "08_decision")
+    assert ev["selected_on"] is None and ev["selection"].startswith("not picked (no dev split")
+    assert (ev["best_cheap"], ev["best_tuned"]) == ("hybrid all-MiniLM-L6-v2+BM25", "fine-tuned")
+    gate = dec["gate"]
+    assert gate["split"] is None and gate["checks"]["gap remains after the cheap wins"] is None
+    assert gate["checks"]["errors cluster in domain slices"] is None
+    assert not (out / "02_baselines" / "gate_dev.json").exists()
+    text = (out / "report.md").read_text()
+    assert "choices fall back to fixed defaults, never to test" in text and "picked on the test" not in text

@@ -73,11 +73,12 @@ class Config:
     reranker_negatives: int = 3
     # The target a retriever must reach on dev Recall@10 for "no need to fine-tune" (notebook 02's decision gate).
     target_recall_at_10: float = 0.9
-    # Deploy (notebook 07): the promotion gate a new model must pass in the shadow test against production.
-    # Metric delta and win rate are measured on labelled queries; latency and overlap on all shadow queries.
+    # Deploy (notebook 07): the promotion gate a new model must pass in the shadow test against production. It is an
+    # improvement gate: metric delta and win rate must EXCEED their thresholds (a model identical to production fails),
+    # measured on labelled queries; latency and overlap on all shadow queries.
     gate_metric: str = "ndcg@10"
-    gate_min_metric_delta: float = 0.0  # new - old mean of gate_metric
-    gate_min_win_rate: float = 0.5  # wins / (wins + losses) on gate_metric, per query
+    gate_min_metric_delta: float = 0.0  # new - old mean of gate_metric must be above this
+    gate_min_win_rate: float = 0.5  # wins / (wins + losses) on gate_metric, ties excluded, must be above this
     # An absolute p95 budget (ms, query encoding + search, one query at a time) for the candidate; None checks only
     # the ratio to production, since absolute latency depends on the machine (and its load) more than on the model.
     gate_max_p95_latency_ms: float | None = None

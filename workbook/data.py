@@ -325,9 +325,22 @@ def normalize_query(text: str) -> str:
     return " ".join(text.split())
 
 
+_BOILERPLATE = re.compile(r"\b(?:not elsewhere classified|nec|nos)\b")
+
+
+def equivalence_key(text: str) -> str:
+    """The one key for "the same wording", used everywhere (leakage, merging, mining filters, synthetic guards).
+
+    :func:`normalize_query`, then the boilerplate qualifiers "NOS" / "NEC" / "not elsewhere classified" removed (in
+    ICD-10-CM they only say "no further detail given": "Lymphadenitis" and "Lymphadenitis NOS" are one wording).
+    Word order and every other word are kept: "with X, without Y" and "without X, with Y" stay different.
+    """
+    return " ".join(_BOILERPLATE.sub(" ", normalize_query(text)).split())
+
+
 @dataclass(frozen=True)
 class Leak:
-    """An eval-split query whose normalised text also appears in a training split."""
+    """An eval-split query whose wording (:func:`equivalence_key`) also appears in a training split."""
 
     eval_split: str
     eval_query: str
@@ -339,18 +352,19 @@ class Leak:
 def find_leakage(
     ds: Dataset, train_splits: Sequence[str] = ("train",), eval_splits: Sequence[str] = ("dev", "test")
 ) -> list[Leak]:
-    """Eval queries whose normalised text equals a training query's (sorted by eval split, query id).
+    """Eval queries whose wording equals a training query's under :func:`equivalence_key` (sorted by eval split,
+    query id): "Lymphadenitis NOS" in test repeats "Lymphadenitis" in train.
 
     Splits that the dataset lacks are ignored, so a dataset without a train split has no leakage.
     """
     seen: dict[str, tuple[str, str]] = {}
     for split in train_splits:
         for qid in sorted(ds.qrels.get(split, {})):
-            seen.setdefault(normalize_query(ds.queries[qid]), (split, qid))
+            seen.setdefault(equivalence_key(ds.queries[qid]), (split, qid))
     leaks = []
     for split in eval_splits:
         for qid in sorted(ds.qrels.get(split, {})):
-            key = normalize_query(ds.queries[qid])
+            key = equivalence_key(ds.queries[qid])
             if key in seen:
                 leaks.append(Leak(split, qid, seen[key][0], seen[key][1], key))
     return leaks
@@ -412,22 +426,41 @@ def subset(
 # --------------------------------------------------------------------------------------------------- SciFact
 
 
-def load_scifact(cfg: Config | None = None) -> Dataset:
+#: SciFact train claims held out as the general-domain dev set (``load_scifact(with_dev=True)``): full, fast mode.
+SCIFACT_DEV_CLAIMS = (300, 50)
+
+
+def load_scifact(cfg: Config | None = None, with_dev: bool = False) -> Dataset:
     """SciFact (general science; claims CC BY 4.0, abstracts ODC-By 1.0), the forgetting check set.
 
     Full mode: the whole shipped copy (5,183 abstracts; test and train splits). Fast mode: the test split only,
     a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for any test claim plus a seeded
     sample of ``cfg.scifact_fast_extra_docs`` other abstracts.
+
+    Args:
+        cfg: the run's config (mode, seed).
+        with_dev: add a ``dev`` split, a seeded sample of :data:`SCIFACT_DEV_CLAIMS` train claims (full, fast mode;
+            their judged abstracts join the fast subset): the general-domain dev set on which choices such as the
+            merge ratio are made, so that SciFact *test* is reported once. The workbook never trains on SciFact, so
+            its train claims are held out by construction; in full mode the other train claims stay in ``train``.
     """
     cfg = cfg or default_config()
     ds = load_dataset(cfg.scifact_dir, name="scifact")
+    rng = random.Random(cfg.seed)
+    dev_q: list[str] = []
+    if with_dev:
+        n_dev = SCIFACT_DEV_CLAIMS[1] if cfg.fast else SCIFACT_DEV_CLAIMS[0]
+        dev_q = sorted(random.Random(cfg.seed + 1).sample(sorted(ds.qrels["train"]), n_dev))
+        dev_set = set(dev_q)
+        ds.qrels["dev"] = {q: ds.qrels["train"][q] for q in dev_q}
+        ds.qrels["train"] = {q: v for q, v in ds.qrels["train"].items() if q not in dev_set}
     if not cfg.fast:
         return ds
-    rng = random.Random(cfg.seed)
     test_q = sorted(ds.qrels["test"])
     queries = sorted(rng.sample(test_q, min(cfg.scifact_fast_queries, len(test_q))))
-    judged = sorted({d for docs in ds.qrels["test"].values() for d in docs})
+    judged = sorted({d for split in ("test", "dev") for docs in ds.qrels.get(split, {}).values() for d in docs})
     judged_set = set(judged)
     others = [d for d in ds.corpus if d not in judged_set]
     extra = rng.sample(others, min(cfg.scifact_fast_extra_docs, len(others)))
-    return subset(ds, doc_ids=judged_set | set(extra), query_ids=queries, splits=["test"], name="scifact-fast")
+    splits = ["test", "dev"] if with_dev else ["test"]
+    return subset(ds, doc_ids=judged_set | set(extra), query_ids=queries + dev_q, splits=splits, name="scifact-fast")

@@ -1179,7 +1179,11 @@ def shadow_test(
 
 @dataclass
 class GateDecision:
-    """Whether ``version`` may replace production: each check with its value, threshold and verdict."""
+    """Whether ``version`` may replace production: each check with its value, threshold and verdict.
+
+    :func:`promotion_gate` is an improvement gate: a candidate no better than production (e.g. the same model)
+    fails it.
+    """
 
     version: str
     passed: bool
@@ -1192,28 +1196,33 @@ class GateDecision:
 def promotion_gate(report: ShadowReport, cfg: Config, version: str) -> GateDecision:
     """Turn a shadow test into a promote / do-not-promote decision with the thresholds in ``cfg`` (``gate_*``).
 
-    Checks: the gate metric's delta and the win rate on labelled queries, the candidate's p95 latency relative to
-    production (and against an absolute budget when ``cfg.gate_max_p95_latency_ms`` is set), and overlap with
-    production on unlabelled queries (a floor: near zero means the new index is broken, not better).
+    This is an **improvement gate**: it promotes a fine-tuned candidate only when it is strictly better than
+    production on the labelled queries, so a candidate identical to production (every query a tie) fails it.
+
+    Checks: the gate metric's delta must exceed ``gate_min_metric_delta`` (strictly); the win rate, wins / (wins +
+    losses) with ties excluded, must exceed ``gate_min_win_rate`` (strictly) over at least one decided query; the
+    candidate's p95 latency relative to production (and against an absolute budget when
+    ``cfg.gate_max_p95_latency_ms`` is set) must stay within bounds; and overlap with production on unlabelled
+    queries must stay above a floor (near zero means the new index is broken, not better).
     """
     s = report.summary()
     metric = cfg.gate_metric
     delta = float(report.new[metric] - report.old[metric])
-    wins = (report.outcomes(metric) == "win").sum()
-    losses = (report.outcomes(metric) == "loss").sum()
-    win_rate = wins / (wins + losses) if wins + losses else 0.5
+    outcomes = report.outcomes(metric)
+    wins, losses = int((outcomes == "win").sum()), int((outcomes == "loss").sum())
+    win_rate = wins / (wins + losses) if wins + losses else float("nan")  # no decided query: no evidence either way
     overlap_key = f"overlap@{report.k} unlabelled"
     overlap = s[overlap_key] if not np.isnan(s[overlap_key]) else s[f"overlap@{report.k} labelled"]
     p95, ratio = s["latency p95 new (ms)"], s["latency p95 ratio"]
     rows = [
-        (f"{metric} delta >= {cfg.gate_min_metric_delta:g}", delta, cfg.gate_min_metric_delta),
-        (f"win rate >= {cfg.gate_min_win_rate:g}", win_rate, cfg.gate_min_win_rate),
+        (f"{metric} delta > {cfg.gate_min_metric_delta:g}", delta, cfg.gate_min_metric_delta),
+        (f"win rate > {cfg.gate_min_win_rate:g} (ties excluded)", win_rate, cfg.gate_min_win_rate),
         (f"p95 latency ratio <= {cfg.gate_max_latency_ratio:g}", ratio, cfg.gate_max_latency_ratio),
         (f"overlap@{report.k} >= {cfg.gate_min_overlap:g}", overlap, cfg.gate_min_overlap),
-    ]
+    ]  # fmt: skip
     passed = [
-        delta >= cfg.gate_min_metric_delta,
-        win_rate >= cfg.gate_min_win_rate,
+        delta > cfg.gate_min_metric_delta,
+        wins + losses > 0 and win_rate > cfg.gate_min_win_rate,
         ratio <= cfg.gate_max_latency_ratio,
         overlap >= cfg.gate_min_overlap,
     ]

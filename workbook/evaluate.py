@@ -211,6 +211,20 @@ class PairedComparison:
     p_value: float
     b_better: int
     a_better: int
+    n_resamples: int = 2000
+
+    @property
+    def p_floor(self) -> float:
+        """The smallest p-value the two-sided test can return with ``n_resamples`` flips: ``2 / (n_resamples + 1)``."""
+        return 2 / (self.n_resamples + 1)
+
+    @property
+    def p_text(self) -> str:
+        """The p-value as prose should print it: ``p ≤ 0.001`` at the test's floor (it cannot go lower), else
+        ``p = 0.0123``."""
+        if self.p_value <= self.p_floor * (1 + 1e-9):
+            return f"p ≤ {self.p_floor:.1g}"
+        return f"p = {self.p_value:.3g}"
 
     @property
     def significant(self) -> bool:
@@ -222,7 +236,7 @@ class PairedComparison:
         return pd.Series(
             {"queries": self.queries, self.a: round(self.mean_a, 4), self.b: round(self.mean_b, 4),
              "delta": round(self.delta, 4), "95% CI": f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}]",
-             "p-value": float(f"{self.p_value:.3g}"), f"{self.b} better": self.b_better,
+             "p-value": self.p_text, f"{self.b} better": self.b_better,
              f"{self.a} better": self.a_better},
             name=f"{self.metric}: {self.b} - {self.a}",
         )  # fmt: skip
@@ -256,7 +270,7 @@ def paired_comparison(
     return PairedComparison(
         metric=metric, a=a.name, b=b.name, queries=len(diff), mean_a=float(va.mean()), mean_b=float(vb.mean()),
         delta=float(diff.mean()), ci_low=lo, ci_high=hi, p_value=p, b_better=int((diff > 0).sum()),
-        a_better=int((diff < 0).sum()),
+        a_better=int((diff < 0).sum()), n_resamples=n_resamples,
     )  # fmt: skip
 
 
@@ -264,10 +278,23 @@ def paired_comparison(
 
 
 def worst_queries(
-    result: RetrievalResult, ranked: Ranking, ds, split: str, metric: str = "mrr@10", n: int = 10, shown: int = 3
+    result: RetrievalResult,
+    ranked: Ranking,
+    ds,
+    split: str,
+    metric: str = "mrr@10",
+    n: int = 10,
+    shown: int = 3,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """The ``n`` queries of ``split`` with the lowest ``metric`` (ties by query id): query, gold codes, top hits."""
-    col = result.per_query[metric].sort_values(kind="stable")
+    """The ``n`` queries of ``split`` with the lowest ``metric``: query, gold codes, top hits.
+
+    Ties (many queries share a score of 0) are broken by a seeded shuffle, not by query id: ids group queries by
+    kind (the case study's ``code-...`` exact-code queries sort together), so an id order would show one kind only.
+    """
+    per_query = result.per_query[metric]
+    shuffled = per_query.sample(frac=1.0, random_state=seed)
+    col = shuffled.sort_values(kind="stable")
     rows = []
     for qid in col.index[:n]:
         gold = sorted(d for d, s in ds.qrels[split][qid].items() if s > 0)

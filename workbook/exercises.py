@@ -401,7 +401,8 @@ def check_code_fragmentation(
 
 
 def _passing(answer: Any) -> set[str] | None:
-    """The names of the checks an answer says pass: a FineTuneDecision, a {name: bool} dict or a list of names."""
+    """The names of the checks an answer says pass: a FineTuneDecision, a {name: bool} dict or a list of names
+    (a check that was not measured, ``None``, does not pass)."""
     if hasattr(answer, "checks"):
         answer = answer.checks
     if isinstance(answer, Mapping):
@@ -427,7 +428,7 @@ def check_gate_margin(answer: Any, gate: Mapping[str, Any], margin: float = 0.15
 
     ex = "01.4"
     decision = should_fine_tune(**{**gate, "margin": margin})
-    expected = {n for n, ok in decision.checks.items() if ok}
+    expected = {n for n, ok in decision.checks.items() if ok is not None and bool(ok)}
     got = _passing(answer)
     if got == expected:
         return _right(
@@ -600,9 +601,9 @@ def check_gate_flip(answer: Any, gate: Mapping[str, Any], target: float) -> Chec
     from workbook.diagnose import should_fine_tune
 
     ex = "02.4"
-    before = should_fine_tune(**gate).checks
+    before = should_fine_tune(**gate).checks  # point estimates: True, False or None (not measured)
     after = should_fine_tune(**{**gate, "target": target}).checks
-    flipped = {n for n in before if before[n] != after[n]}
+    flipped = {n for n in before if before[n] is not after[n]}
     got = _passing(answer)
     if got == flipped:
         shown = "; ".join(f"{n}: {before[n]} -> {after[n]}" for n in sorted(flipped)) or "nothing flips"
@@ -924,22 +925,22 @@ def check_round_trip_k(answer: Mapping, candidates: pd.DataFrame, ds: Dataset, r
 
 
 def check_contradicting_labels(answer: Any, pairs: Sequence[tuple[str, str]], ds: Dataset) -> CheckResult:
-    """04.4 — synthetic (query, doc) pairs whose normalised query is a real train query judged on other codes.
+    """04.4 — synthetic (query, doc) pairs whose query (same wording) is a real train query judged on other codes.
 
     Args:
         answer: the number of such pairs.
         pairs: the synthetic pairs (``load_synthetic_pairs(cfg, ds)``).
         ds: the case study (its ``train`` split).
     """
-    from workbook.data import normalize_query
+    from workbook.data import equivalence_key
 
     ex = "04.4"
     judged: dict[str, set[str]] = {}
     for qid, docs in ds.qrels.get("train", {}).items():
-        judged.setdefault(normalize_query(ds.queries[qid]), set()).update(d for d, s in docs.items() if s > 0)
-    hits = [(q, d) for q, d in pairs if normalize_query(q) in judged and d not in judged[normalize_query(q)]]
+        judged.setdefault(equivalence_key(ds.queries[qid]), set()).update(d for d, s in docs.items() if s > 0)
+    hits = [(q, d) for q, d in pairs if equivalence_key(q) in judged and d not in judged[equivalence_key(q)]]
     expected = len(hits)
-    same = sum(1 for q, d in pairs if d in judged.get(normalize_query(q), set()))
+    same = sum(1 for q, d in pairs if d in judged.get(equivalence_key(q), set()))
     if _number(answer) == expected:
         return _right(
             ex,
@@ -950,7 +951,7 @@ def check_contradicting_labels(answer: Any, pairs: Sequence[tuple[str, str]], ds
     return _wrong(
         ex,
         f"{answer!r} is not the number of contradicting pairs",
-        "normalise both sides with workbook.data.normalize_query; a pair contradicts when its query equals "
+        "key both sides with workbook.data.equivalence_key; a pair contradicts when its query equals "
         "a train query and its doc is not among that query's relevant codes",
         expected,
     )
@@ -1402,7 +1403,7 @@ def check_gate_limits(answer: Mapping, report, cfg, version: str = "v2") -> Chec
     outcomes = report.outcomes(metric)
     wins, losses = int((outcomes == "win").sum()), int((outcomes == "loss").sum())
     expected = {
-        "gate_min_win_rate": wins / (wins + losses) if wins + losses else 0.5,
+        "gate_min_win_rate": wins / (wins + losses) if wins + losses else 0.0,  # nothing decided: nothing passes
         "gate_min_metric_delta": float(report.new[metric] - report.old[metric]),
     }  # as promotion_gate reads them
     rows = {"gate_min_win_rate": "win rate", "gate_min_metric_delta": f"{metric} delta"}
@@ -1420,8 +1421,8 @@ def check_gate_limits(answer: Mapping, report, cfg, version: str = "v2") -> Chec
         return _wrong(
             ex,
             f"not the limits: {', '.join(off)}",
-            "the gate passes while the threshold is at most the measured value: raise it until the row "
-            "of dp.promotion_gate(report, cfg.replace(...), version).checks fails",
+            "the gate passes while the threshold is below the measured value (it asks for an improvement): raise "
+            "it until the row of dp.promotion_gate(report, cfg.replace(...), version).checks fails",
             expected,
         )
     first = min(expected, key=lambda k: expected[k] - getattr(cfg, k))

@@ -7,12 +7,17 @@ Build rules (also written to the datasheet):
 - **Queries**: the real inclusion terms. A term on a billable code is relevant to that code. A term on a
   non-billable category/subcategory is relevant to every billable code below it when there are at most
   :data:`MAX_DESCENDANTS` of them, and left out otherwise (too broad to judge). Terms on chapters/blocks are left
-  out. Terms equal after :func:`workbook.data.normalize_query` are merged (relevant to the union of codes).
+  out. Terms equal after :func:`workbook.data.normalize_query` are merged (relevant to the union of codes); after
+  the split draws, terms with the same wording under :func:`workbook.data.equivalence_key` (NOS/NEC also ignored:
+  "Lymphadenitis" and "Lymphadenitis NOS") are merged into the first of them too, so one wording never sits in
+  train and in test (and every other query keeps its split).
 - **Exact-code queries** (labelled ``source: generated-code``): the bare code string (e.g. ``E11.65``) for a seeded
   sample of :data:`CODE_QUERY_FRACTION` of the billable codes, relevant to that code.
 - **Splits** (seeded, :data:`BUILD_SEED`): :data:`HELDOUT_FRACTION` of the codes that carry inclusion terms are held
-  out; every query touching one goes to test. The rest are split 70/10/20 train/dev/test. A test/dev query is in
-  the ``unseen-code`` slice when none of its relevant codes has a training query, else ``seen-code``.
+  out: every inclusion-term query touching one goes to test. Every other query, exact-code queries included (those
+  of held-out codes too, so a held-out code can still have its bare code string in train), is split 70/10/20
+  train/dev/test. A test/dev query is in the ``unseen-code`` slice when none of its relevant codes has a training
+  query of any kind, else ``seen-code``: "unseen" is the slice that never had a training query.
 - **Lookalike groups**: ``excludes1`` (a code's Excludes1 note names another category; codes with the same suffix
   under both, e.g. E11.65 and E10.65), ``category`` (billable codes of one 3-character category, 2 to 15 of them,
   e.g. STEMI I21.0x vs NSTEMI I21.4) and ``siblings`` (billable children of one subcategory, 2 to 10).
@@ -39,9 +44,21 @@ from pathlib import Path
 import pandas as pd
 
 from workbook.config import Config, default_config
-from workbook.data import Dataset, _atomic_write, find_leakage, load_dataset, normalize_query, save_dataset, subset
+from workbook.data import (
+    Dataset,
+    _atomic_write,
+    equivalence_key,
+    find_leakage,
+    load_dataset,
+    normalize_query,
+    save_dataset,
+    subset,
+)
 
 BUILD_SEED = 42
+#: The build rules' version, written to each mode folder's ``.complete`` marker: a folder built by older rules is
+#: rebuilt on first use instead of being read (2: terms merged by ``equivalence_key``, NOS/NEC ignored).
+BUILD_RULES = 2
 MAX_DESCENDANTS = 10
 CODE_QUERY_FRACTION = 0.02
 HELDOUT_FRACTION = 0.08
@@ -221,6 +238,20 @@ def build() -> tuple[Dataset, dict]:
                 break
         else:
             split_of[qid] = SPLIT_FRACTIONS[-1][0]
+    # One wording, one query (rules 2): terms equal under equivalence_key (NOS/NEC ignored) are merged *after* the
+    # split draws, so that every other query keeps the split it had under rules 1. The first keeps its id and text,
+    # is relevant to the union of the codes, and goes to test when that union touches a held-out code.
+    same_wording: dict[str, list[str]] = defaultdict(list)
+    for qid in queries:
+        if source[qid] == "inclusion-term":
+            same_wording[equivalence_key(queries[qid])].append(qid)
+    for keep, *rest in (members for members in same_wording.values() if len(members) > 1):
+        for qid in rest:
+            rel_codes[keep].extend(c for c in rel_codes[qid] if c not in rel_codes[keep])
+            del queries[qid], rel_codes[qid], source[qid], split_of[qid]
+        if heldout.intersection(rel_codes[keep]):
+            split_of[keep] = "test"
+        counts["terms merged as the same wording (equivalence_key)"] += len(rest)
     trained_codes = {c for q, s in split_of.items() if s == "train" for c in rel_codes[q]}
 
     groups = _lookalike_groups(cm, billable, billable_set)
@@ -259,9 +290,11 @@ def build() -> tuple[Dataset, dict]:
         split: {q: {c: 1 for c in rel_codes[q]} for q in queries if split_of[q] == split}
         for split, _ in SPLIT_FRACTIONS
     }
-    ds = Dataset(corpus, queries, qrels, meta, name="icd10cm", extras={"lookalikes": groups})
+    # The held-out codes are kept in memory only (the saved files are unchanged), so a test can check the split rule.
+    ds = Dataset(corpus, queries, qrels, meta, name="icd10cm", extras={"lookalikes": groups,
+                                                                       "heldout_codes": sorted(heldout)})
     leaks = find_leakage(ds)
-    if leaks:  # cannot happen with merged texts; kept as a guard on the build rules
+    if leaks:  # cannot happen: terms are merged by the key find_leakage compares; kept as a guard on the build rules
         raise AssertionError(f"case-study build leaked {len(leaks)} eval queries into train, e.g. {leaks[0]}")
     counts["held-out codes"] = len(heldout)
     return ds, dict(counts)
@@ -338,7 +371,7 @@ def datasheet(full: Dataset, fast: Dataset, counts: dict) -> str:
         f"- fast (chapters {', '.join(FAST_CHAPTERS)}): {len(fast.corpus)} documents, {len(fast.queries)} queries",
         *[f"- {k}: {v}" for k, v in sorted(counts.items())],
         f"- lookalike groups (full): {dict(sorted(kinds.items()))}; fast: {dict(sorted(fast_kinds.items()))}",
-        f"- train/eval leakage (normalised query text): {len(find_leakage(full))}",
+        f"- train/eval leakage (same wording under `equivalence_key`): {len(find_leakage(full))}",
         "",
         "### Full, queries per split and slice (a query may be in several slices)",
         *_slice_table(full),
@@ -389,8 +422,13 @@ def write_case_study(out_dir: str | Path) -> Path:
     _atomic_write(out / "DATASHEET.md", datasheet(full, fast, counts))
     _atomic_write(out / "MANIFEST.sha256", "\n".join(manifest) + "\n")
     for mode in ("full", "fast"):
-        _atomic_write(out / mode / ".complete", package_version() + "\n")
+        _atomic_write(out / mode / ".complete", _marker())
     return out
+
+
+def _marker() -> str:
+    """What a complete mode folder's ``.complete`` holds: the package version and the build rules' version."""
+    return f"{package_version()} rules {BUILD_RULES}\n"
 
 
 def load_lookalikes(folder: str | Path) -> list[dict]:
@@ -407,7 +445,8 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
     """
     cfg = cfg or default_config()
     folder = cfg.icd10cm_dir
-    if not (folder / ".complete").exists():
+    marker = folder / ".complete"
+    if not marker.exists() or marker.read_text(encoding="utf-8") != _marker():  # missing, or built by older rules
         write_case_study(folder.parent)
     ds = load_dataset(folder, name=f"icd10cm-{cfg.mode}")
     ds.extras["lookalikes"] = load_lookalikes(folder)

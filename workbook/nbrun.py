@@ -4,11 +4,17 @@
 under a small wrapper process whose ``getrusage(RUSAGE_CHILDREN)`` after the child exits is that notebook's peak
 RSS (the kernel's, the largest process it ran). Results go to ``runs/casestudy-<mode>/notebooks.json``; the next run
 reads them for its ETA.
+
+A notebook that ran through is *stamped*: its metadata records the mode and a hash of its code cells' sources
+(:func:`source_hash`). ``tests/test_outputs_fresh.py`` checks every committed course notebook's stamp against its
+current code, so committed full-mode outputs are provably the outputs of the code beside them, and a notebook whose
+code changed after its last full run must be listed, with the reason, in ``notebooks/PENDING.json``.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -40,6 +46,47 @@ def notebook_paths(cfg: Config, names: Sequence[str] = ()) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no notebook matches {list(names)} in {cfg.root / 'notebooks'}")
     return paths
+
+
+STAMP_KEY = "workbook"
+PENDING = "PENDING.json"
+
+
+def source_hash(nb: dict) -> str:
+    """Short SHA-256 of a notebook's code-cell sources, in order (markdown and outputs excluded)."""
+    digest = hashlib.sha256()
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            digest.update("".join(cell["source"]).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def stamp(path: Path, mode: str) -> None:
+    """Record in the notebook's metadata that its outputs come from a complete run of its current code in ``mode``."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb["metadata"][STAMP_KEY] = {"mode": mode, "code": source_hash(nb),
+                                 "executed": datetime.date.today().isoformat()}  # fmt: skip
+    _atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def unlist_pending(path: Path) -> None:
+    """Drop a notebook from ``PENDING.json`` beside it (after a full run stamped it fresh)."""
+    pending = path.parent / PENDING
+    if not pending.is_file():
+        return
+    record = json.loads(pending.read_text(encoding="utf-8"))
+    if record.get("pending", {}).pop(path.name, None) is not None:
+        _atomic_write(pending, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
+def freshness(path: Path) -> str:
+    """``"fresh"`` (stamped by a full run of the current code), ``"stale"`` (stamped, code changed since) or
+    ``"unstamped"``."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    got = nb.get("metadata", {}).get(STAMP_KEY)
+    if not got or got.get("mode") != "full":
+        return "unstamped"
+    return "fresh" if got.get("code") == source_hash(nb) else "stale"
 
 
 def execute(path: Path, fast: bool) -> dict:
@@ -83,6 +130,10 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
         log(f"[{i}/{len(paths)}] {path.name}: running ({cfg.mode} mode{eta})")
         rec = execute(path, cfg.fast)
         records.append(rec)
+        if rec["exit_code"] == 0:
+            stamp(path, cfg.mode)
+            if not cfg.fast:
+                unlist_pending(path)
         peak = "not measured" if rec["peak_rss_mb"] is None else f"{rec['peak_rss_mb'] / 1024:.2f} GiB"
         log(f"[{i}/{len(paths)}] {path.name}: {'done' if rec['exit_code'] == 0 else 'FAILED'} in "
             f"{rec['seconds'] / 60:.1f} min, peak RSS {peak}")  # fmt: skip

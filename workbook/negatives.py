@@ -7,9 +7,10 @@ the whole corpus through an exact faiss index searched in query batches, so no q
 
 Audit: a mined negative is a *known false negative* when the data itself says it is relevant or equivalent:
 
-- ``judged``: it is relevant to the same query in the qrels (any split's judgement for that query).
+- ``judged``: it is relevant to the same query in the qrels of the label splits.
 - ``same wording``: another query whose wording is the same under :func:`description_key` (e.g. "Lymphadenitis" and
-  "Lymphadenitis NOS") is judged relevant to it: the data itself gives that doc as an answer to this wording.
+  "Lymphadenitis NOS") is judged relevant to it in the label splits: the data gives that doc as an answer to this
+  wording.
 - ``same description``: its description is near-identical to a positive's: equal after :func:`description_key`
   (NFKC, case, punctuation, spaces, and the boilerplate qualifiers "NOS" / "NEC" / "not elsewhere classified",
   which in ICD-10-CM only say "no further detail given"). Word order and every other word are kept: with/without,
@@ -17,6 +18,11 @@ Audit: a mined negative is a *known false negative* when the data itself says it
   negatives must teach, and a bag-of-words comparison would wrongly merge "with X, without Y" and "without X, with Y".
 - ``query names it``: the query's wording is, under the same key, the official description of that doc (e.g.
   "Viral pericarditis" is an inclusion term of I30.1 and the title of B33.23: both are right answers).
+
+Label splits: the two label-based categories read judgements, and whatever feeds training (``exclude_known``, the
+audit that picks a setting) reads the **training split's only** (``TRAIN_LABELS``): dev and test judgements must not
+shape training data. An audit may read every split (``label_splits=None``) to *report* what held-out judgements would
+flag, as a read-only check; the two label-free categories need no judgements at all.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,20 +39,21 @@ import numpy as np
 import pandas as pd
 
 from workbook.config import Config
-from workbook.data import Dataset, _atomic_write, normalize_query
+from workbook.data import Dataset, _atomic_write, equivalence_key
 
 #: Audit categories, in the order they are checked (a negative is counted once, under its first category).
 FN_KINDS = ("judged", "same wording", "same description", "query names it")
-_BOILERPLATE = re.compile(r"\b(?:not elsewhere classified|nec|nos)\b")
+#: The judgements training-side code may read: the training split's (see the module docstring).
+TRAIN_LABELS = ("train",)
 
 
 class MiningError(ValueError):
     """Bad mining input: a query without positives or a positive missing from the corpus (ids named)."""
 
 
-def description_key(text: str) -> str:
-    """The near-identity key: :func:`workbook.data.normalize_query` with "NOS"/"NEC" removed, word order kept."""
-    return " ".join(_BOILERPLATE.sub(" ", normalize_query(text)).split())
+#: The near-identity key of descriptions and queries: :func:`workbook.data.equivalence_key` (the project's one key
+#: for "the same wording", also used by the leakage checks), under the name the audit's lesson uses.
+description_key = equivalence_key
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -172,11 +178,13 @@ class MinedNegatives:
         rows: ``{"query_id", "positive", "positive_score", "negatives": [doc ids], "scores": [floats]}``.
         settings: the settings used.
         skipped: queries left out (``on_bad="skip"``).
+        label_splits: the qrels splits whose judgements filtered the rows (``exclude_known``: the mined split only).
     """
 
     rows: list[dict]
     settings: MiningSettings
     skipped: list[Skip] = field(default_factory=list)
+    label_splits: tuple[str, ...] = ()
 
     def to_dataset(self, ds: Dataset, num_negatives: int | None = None):
         """The trainer's format: a ``datasets.Dataset`` with ``anchor``, ``positive``, ``negative_1..N``.
@@ -307,7 +315,8 @@ def mine_negatives(
     found: dict[tuple[str, str], tuple[float, list[str], list[float]]] = {}
     for anchor, docs, scores in zip(mined["anchor"], mined["positive"], mined["scores"], strict=True):
         found[(anchor, id_of_text[docs[0]])] = (scores[0], [id_of_text[t] for t in docs[1:]], list(scores[1:]))
-    known = _KnownIndex(ds) if settings.exclude_known else None
+    # Only the mined split's own judgements (plus label-free rules): dev and test labels never shape training rows.
+    known = _KnownIndex(ds, (split,)) if settings.exclude_known else None
     rows = []
     for (qid, pos), anchor in zip(pairs, anchors, strict=True):
         pos_score, negs, scores = found.get((anchor, pos), (float("nan"), [], []))
@@ -319,20 +328,27 @@ def mine_negatives(
         rows.append(
             {"query_id": qid, "positive": pos, "positive_score": pos_score, "negatives": negs[:n], "scores": scores[:n]}
         )
-    return MinedNegatives(rows=rows, settings=settings, skipped=skipped)
+    return MinedNegatives(rows=rows, settings=settings, skipped=skipped, label_splits=known.splits if known else ())
 
 
 # ------------------------------------------------------------------------------------------------ audit
 
 
-class _KnownIndex:
-    """Lookups for the audit: every judgement of a query, description keys, and docs by description key."""
+def _label_splits(ds: Dataset, splits: Sequence[str] | None) -> tuple[str, ...]:
+    """The qrels splits to read judgements from: ``splits`` (those present), or every split when ``None``."""
+    return tuple(ds.qrels) if splits is None else tuple(s for s in splits if s in ds.qrels)
 
-    def __init__(self, ds: Dataset):
+
+class _KnownIndex:
+    """Lookups for the audit: a query's judgements in ``splits`` (``None``: every split), description keys, and docs
+    by description key."""
+
+    def __init__(self, ds: Dataset, splits: Sequence[str] | None):
         self.ds = ds
+        self.splits = _label_splits(ds, splits)
         self.relevant: dict[str, set[str]] = defaultdict(set)
-        for judged in ds.qrels.values():
-            for qid, docs in judged.items():
+        for split in self.splits:
+            for qid, docs in ds.qrels[split].items():
                 self.relevant[qid] |= {d for d, s in docs.items() if s > 0}
         self.key = {d: description_key(doc["text"]) for d, doc in ds.corpus.items()}
         self.qkey = {q: description_key(t) for q, t in ds.queries.items()}
@@ -365,9 +381,10 @@ class _KnownIndex:
         return out | self.by_key.get(self.qkey[qid], set())
 
 
-def known_equivalents(ds: Dataset, query_id: str) -> set[str]:
-    """The docs the data knows are relevant or equivalent for ``query_id`` (what ``exclude_known`` drops)."""
-    return _KnownIndex(ds).equivalents(query_id)
+def known_equivalents(ds: Dataset, query_id: str, label_splits: Sequence[str] | None = TRAIN_LABELS) -> set[str]:
+    """The docs the data knows are relevant or equivalent for ``query_id`` (what ``exclude_known`` drops), from the
+    judgements of ``label_splits`` (default: the training split's only) plus the label-free rules."""
+    return _KnownIndex(ds, label_splits).equivalents(query_id)
 
 
 @dataclass
@@ -382,6 +399,8 @@ class Audit:
         queries: queries mined for; ``queries_without_negatives``: those left with none in any row.
         rows: (query, positive) rows; ``short_rows``: rows with fewer than N negatives (left out of the n-tuple set).
         flagged: one row per false negative (query id, query, positive, negative, kind, rank, score).
+        label_splits: the qrels splits whose judgements the audit read.
+        range_min: the settings' rank-window start (:func:`pick_setting` breaks ties with it).
     """
 
     name: str
@@ -393,6 +412,8 @@ class Audit:
     rows: int
     short_rows: int
     flagged: pd.DataFrame
+    label_splits: tuple[str, ...] = TRAIN_LABELS
+    range_min: int = 0
 
     @property
     def fn_rate(self) -> float:
@@ -410,12 +431,23 @@ class Audit:
             "queries": self.queries,
             "queries with no negative": self.queries_without_negatives,
             "rows short of N": self.short_rows,
+            "labels from": "+".join(self.label_splits),
         }
 
 
-def audit(ds: Dataset, mined: MinedNegatives, name: str | None = None) -> Audit:
-    """Count the known false negatives among ``mined`` (see the module docstring for the three categories)."""
-    known = _KnownIndex(ds)
+def audit(
+    ds: Dataset, mined: MinedNegatives, name: str | None = None, label_splits: Sequence[str] | None = TRAIN_LABELS
+) -> Audit:
+    """Count the known false negatives among ``mined`` (see the module docstring for the four categories).
+
+    Args:
+        ds: the dataset.
+        mined: the mining run.
+        name: the label in tables (default: the settings' name).
+        label_splits: the qrels splits whose judgements count: the training split (default: an audit that picks a
+            setting must not read held-out labels), or ``None`` for every split (a read-only report).
+    """
+    known = _KnownIndex(ds, label_splits)
     positives: dict[str, set[str]] = defaultdict(set)
     for row in mined.rows:
         positives[row["query_id"]].add(row["positive"])
@@ -448,6 +480,8 @@ def audit(ds: Dataset, mined: MinedNegatives, name: str | None = None) -> Audit:
         rows=len(mined.rows),
         short_rows=sum(len(r["negatives"]) < mined.settings.num_negatives for r in mined.rows),
         flagged=pd.DataFrame(flagged, columns=cols),
+        label_splits=known.splits,
+        range_min=mined.settings.range_min,
     )
 
 
@@ -458,7 +492,10 @@ def audit_table(audits: Sequence[Audit]) -> pd.DataFrame:
 
 def pick_setting(audits: Sequence[Audit], max_lost: float = 0.05) -> str:
     """The setting to use: the lowest audited false-negative rate among those that leave at most ``max_lost`` of
-    the queries without any negative; ties go to fewer such queries, then to more negatives, then to list order.
+    the queries without any negative; ties go to fewer such queries, then to more negatives, then to the larger
+    rank-window start (the audit counts only the false negatives the data *knows*, a lower bound, and the unknown
+    ones crowd the top ranks, so between equally clean settings the one that skips more of them is the safer), then
+    to list order.
 
     Raises:
         ValueError: no setting keeps enough queries.
@@ -466,7 +503,9 @@ def pick_setting(audits: Sequence[Audit], max_lost: float = 0.05) -> str:
     ok = [(i, a) for i, a in enumerate(audits) if a.queries_without_negatives <= max_lost * a.queries]
     if not ok:
         raise ValueError(f"every setting leaves more than {max_lost:.0%} of the queries without a negative")
-    return min(ok, key=lambda x: (x[1].fn_rate, x[1].queries_without_negatives, -x[1].negatives, x[0]))[1].name
+    return min(
+        ok, key=lambda x: (x[1].fn_rate, x[1].queries_without_negatives, -x[1].negatives, -x[1].range_min, x[0])
+    )[1].name
 
 
 # ------------------------------------------------------------------------------------------------ Excludes1
@@ -491,7 +530,7 @@ def excludes1_overlap(ds: Dataset, mined: MinedNegatives) -> dict:
         (over all mined negatives) and ``partners flagged as false negatives`` (should be 0: Excludes1 says "not").
     """
     partners = excludes1_partners(ds)
-    known = _KnownIndex(ds)
+    known = _KnownIndex(ds, TRAIN_LABELS)
     rows = hit_rows = found = wanted = is_partner = flagged = 0
     total = sum(len(r["negatives"]) for r in mined.rows)
     for row in mined.rows:
@@ -579,6 +618,7 @@ def save_training_set(ds: Dataset, mined: MinedNegatives, path: str | Path, mode
         "dataset": ds.name,
         "data": data_digest(ds, [(r["query_id"], r["positive"]) for r in mined.rows]),
         "model": model_id,
+        "labels": list(mined.label_splits),  # whose judgements filtered the rows (never dev or test)
     }
     _atomic_write(path.with_suffix(".meta.json"), json.dumps(meta, indent=2) + "\n")
     return path
@@ -631,6 +671,7 @@ def load_or_mine_training_set(
             meta.get("settings") == asdict(settings)
             and meta.get("model") == model_fingerprint(model)
             and meta.get("data") == data_digest(ds, pairs)
+            and meta.get("labels") == ([split] if settings.exclude_known and split in ds.qrels else [])
         ):
             return load_training_set(path, with_ids=with_ids)
     mined = mine_negatives(ds, model, settings, split=split, cache_dir=cfg.cache_dir / "embeddings")

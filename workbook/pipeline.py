@@ -3,15 +3,20 @@
 Steps (each writes ``RUN_DIR/<NN_step>/``: its files, ``result.json`` and a ``manifest.json``):
 
 1. ``01_validate`` — load and validate the dataset (every problem with file, line, field), a test split, no
-   train/eval leakage, mineable training pairs.
-2. ``02_baselines`` — dense base model (and the comparator when asked), BM25 and hybrid RRF on dev and test.
+   train/eval leakage, mineable training pairs. A dataset without a dev split gets one carved out of train
+   (:func:`carve_dev_split`): every choice (the gate, the best tuned variant, the in-training evaluator) is made on
+   dev, never on test.
+2. ``02_baselines`` — dense base model (and the comparator when asked), BM25, hybrid RRF and a reranker over the
+   hybrid's top candidates (trained on train, as in notebook 02) on dev and test.
 3. ``03_synthetic`` — LLM-written queries for a corpus sample, filtered (:mod:`workbook.synth`), when there is no
    train split or when asked; the case study reads its committed set instead.
 4. ``04_negatives`` — hard negatives mined and audited for the training pairs (:mod:`workbook.negatives`).
 5. ``05_finetune`` — fine-tune the base model (:func:`workbook.train.load_or_train`).
 6. ``06_evaluate`` — test metrics with bootstrap CIs, paired tests, slices, truncation, lookalike collapse + UMAP.
 7. ``07_forgetting`` — base vs tuned on SciFact (the general set).
-8. ``08_decision`` — the should-you-fine-tune gate from the baselines, and whether tuning beat the best cheap method.
+8. ``08_decision`` — the should-you-fine-tune gate on dev (the prior, :func:`workbook.diagnose.should_fine_tune`,
+   the same gate as notebook 02) beside the measured result on test (the posterior: did tuning beat the best cheap
+   method, paired CI), and what it means when the two disagree.
 
 A step is skipped ("cached") when its manifest's inputs — the dataset files' SHA-256, the settings it uses, the
 upstream steps' output hashes and the step's version — equal the current ones and its outputs are intact. A step
@@ -93,6 +98,10 @@ class PipelineSettings:
         umap_groups: lookalike groups drawn on the UMAP (when the dataset has ``lookalikes.jsonl``).
         forgetting: run the SciFact forgetting check.
         min_pairs, cluster_margin, domain_slices: the gate's thresholds (:func:`workbook.diagnose.should_fine_tune`).
+        rerank_baseline: add the reranker baseline (``cfg.reranker``, or a cross-encoder trained on the train split
+            and cached as notebook 02 does; skipped without a train split).
+        dev_share, dev_min_queries: without a dev split, this share of the train queries (at least
+            ``dev_min_queries`` when train has four times as many) is held out as dev (:func:`carve_dev_split`).
         allow_leakage: go on even when eval queries repeat train queries.
         n_resamples: bootstrap / permutation resamples.
     """
@@ -119,6 +128,9 @@ class PipelineSettings:
     min_pairs: int = 1000
     cluster_margin: float = 0.05
     domain_slices: tuple[str, ...] = DOMAIN_SLICES
+    rerank_baseline: bool = True
+    dev_share: float = 0.15
+    dev_min_queries: int = 50
     allow_leakage: bool = False
     n_resamples: int = 2000
 
@@ -138,7 +150,10 @@ class PipelineSettings:
             raise ValueError(f"'max_rows' must be an integer, 'auto' or 'all', got {self.max_rows!r}")
         if isinstance(self.max_rows, int) and self.max_rows < 1:
             raise ValueError(f"'max_rows' must be at least 1, got {self.max_rows}")
-        for key in ("synthetic_docs", "synthetic_shots", "passage_words", "generator_max_tokens", "umap_groups"):
+        if not 0.0 < self.dev_share < 1.0:
+            raise ValueError(f"'dev_share' must be between 0 and 1, got {self.dev_share}")
+        for key in ("synthetic_docs", "synthetic_shots", "passage_words", "generator_max_tokens", "umap_groups",
+                    "dev_min_queries"):  # fmt: skip
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ValueError(f"{key!r} must not be negative, got {value}")
@@ -158,9 +173,8 @@ class PipelineSettings:
 
 #: Settings that change no step's result (paths are covered by content hashes; the rest is used by other notebooks).
 UNHASHED = frozenset(
-    {"root", "data_dir", "cache_dir", "artifacts_dir", "extra", "fast_chapters", "reranker", "reranker_negatives",
-     "gate_metric", "gate_min_metric_delta", "gate_min_win_rate", "gate_max_p95_latency_ms", "gate_max_latency_ratio",
-     "gate_min_overlap", "generator_threads"}
+    {"root", "data_dir", "cache_dir", "artifacts_dir", "extra", "fast_chapters", "gate_metric", "gate_min_metric_delta",
+     "gate_min_win_rate", "gate_max_p95_latency_ms", "gate_max_latency_ratio", "gate_min_overlap", "generator_threads"}
 )  # fmt: skip
 
 #: Config fields a settings file may not set, and why.
@@ -346,6 +360,80 @@ def dataset_files(folder: str | Path) -> dict[str, str]:
     return {str(f.relative_to(folder)): sha256_file(f) for f in sorted(files)}
 
 
+# ------------------------------------------------------------------------------------------------ dev split
+
+#: Fewest queries a carved dev split may have; a train split too small for it keeps all its queries.
+MIN_CARVED_DEV = 10
+
+
+def carved_dev_size(n_train: int, share: float = 0.15, min_queries: int = 50) -> int:
+    """Train queries to hold out as dev: ``share`` of them, at least ``min_queries`` when that leaves three quarters
+    of train (else a quarter); 0 when that is under :data:`MIN_CARVED_DEV` (too few to choose anything on)."""
+    n = max(math.ceil(share * n_train), min(min_queries, n_train // 4))
+    return n if n >= MIN_CARVED_DEV else 0
+
+
+def carve_dev_split(ds: Dataset, seed: int, share: float = 0.15, min_queries: int = 50) -> dict:
+    """Give a dataset without a dev split one, held out of train (in place), so no choice is ever made on test.
+
+    A seeded sample of the train queries that have a relevant doc moves from ``qrels["train"]`` to ``qrels["dev"]``
+    (:func:`carved_dev_size` of them, sorted ids). Queries with the same wording (the key the leakage check uses)
+    move together, so the carved dev split never repeats a train query. Training pairs, hard negatives and the
+    in-training evaluator then see train without them. A dataset with a dev split is left alone; one without enough
+    train queries gets none, and the pipeline's choices fall back to fixed defaults instead (never to test).
+
+    Returns:
+        A record for the report: ``source`` (``"dataset"``, ``"carved from train"`` or ``"none"``), ``queries``, and
+        for a carved split ``train_queries_before``, ``seed``, ``share`` and the sorted ``query_ids``.
+    """
+    try:  # the key find_leakage uses for "the same wording"
+        from workbook.data import equivalence_key as same_wording
+    except ImportError:  # pragma: no cover - older data module
+        from workbook.data import normalize_query as same_wording
+
+    if "dev" in ds.qrels:
+        return {"source": "dataset", "queries": len(ds.qrels["dev"])}
+    train = ds.qrels.get("train", {})
+    judged = sorted(q for q, docs in train.items() if any(s > 0 for s in docs.values()))
+    n = carved_dev_size(len(judged), share, min_queries)
+    if n == 0:
+        why = "no train split" if not train else f"only {len(judged)} train queries"
+        return {"source": "none", "queries": 0, "why": why}
+    groups: dict[str, list[str]] = {}
+    for qid in judged:
+        groups.setdefault(same_wording(ds.queries[qid]), []).append(qid)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    picked: list[str] = []
+    for key in keys:
+        if len(picked) >= n:
+            break
+        picked += groups[key]
+    held = set(picked)
+    ds.qrels["dev"] = {q: train[q] for q in sorted(held)}
+    ds.qrels["train"] = {q: docs for q, docs in train.items() if q not in held}
+    return {"source": "carved from train", "queries": len(held), "train_queries_before": len(train), "seed": seed,
+            "share": share, "query_ids": sorted(held)}  # fmt: skip
+
+
+def dev_note(dev: Mapping) -> str:
+    """One sentence on where the dev split comes from (for the report)."""
+    if dev.get("source") == "carved from train":
+        return (f"no dev split: {dev['queries']} train queries held out as dev (seed {dev['seed']}), and left out "
+                "of training")  # fmt: skip
+    if dev.get("source") == "none":
+        return (f"no dev split, and {dev.get('why', 'too few train queries')} to hold one out: choices fall back to "
+                "fixed defaults, never to test")  # fmt: skip
+    return f"dev split from the dataset ({dev.get('queries', 0)} queries)"
+
+
+def selection_note(dev: Mapping) -> str:
+    """How the best cheap method and tuned variant were chosen, given the dev split's record."""
+    if dev.get("source") == "carved from train":
+        return f"picked on the dev split (held out of train: {dev['queries']} queries, seed {dev['seed']})"
+    return "picked on the dev split"
+
+
 # ------------------------------------------------------------------------------------------------ run context
 
 
@@ -395,8 +483,16 @@ class RunContext:
                 ds = load_dataset(self.dataset_dir)
                 if (self.dataset_dir / "lookalikes.jsonl").is_file():
                     ds.extras["lookalikes"] = _checked_lookalikes(load_lookalikes, self.dataset_dir, ds)
+            st = self.settings
+            self._cache["dev"] = carve_dev_split(ds, self.cfg.seed, st.dev_share, st.dev_min_queries)
             self._cache["ds"] = ds
         return self._cache["ds"]
+
+    @property
+    def dev(self) -> dict:
+        """Where the dev split comes from (:func:`carve_dev_split`'s record)."""
+        self.ds  # noqa: B018 - loading the dataset carves the dev split
+        return self._cache["dev"]
 
     def model(self, name: str):
         """A packaged or local SentenceTransformer by name (loaded once)."""
@@ -530,6 +626,7 @@ def step_validate(ctx: RunContext, out: Path) -> dict:
         "dataset": ds.name,
         "docs": len(ds.corpus),
         "queries": len(ds.queries),
+        "dev": ctx.dev,
         "splits": ds.splits,
         "split_queries": {s: len(ds.qrels[s]) for s in ds.splits},
         "train_pairs": train_pairs,
@@ -555,15 +652,43 @@ def eval_splits(ds: Dataset) -> list[str]:
     return [s for s in ("dev", "test") if s in ds.qrels]
 
 
+#: The reranker baseline's name (as in notebook 02): a cross-encoder over the base model's hybrid top candidates.
+RERANKER_METHOD = "reranker (hybrid top-k)"
+
+
+def baseline_reranker(ctx: RunContext):
+    """The reranker baseline's cross-encoder and how it was got, or ``(None, why)``.
+
+    ``cfg.reranker`` when set; else one trained on the train split's pairs with the base model's top-20 candidates as
+    hard negatives, exactly as notebook 02 trains it (:func:`workbook.retrieval.load_reranker`, cached under
+    ``.cache/rerankers`` keyed on its training data), so the case study reuses the one notebook 02 trained.
+    """
+    from workbook.retrieval import dense_ranking, load_reranker
+
+    cfg, ds = ctx.cfg, ctx.ds
+    if not ctx.settings.rerank_baseline:
+        return None, "off (rerank_baseline = false)"
+    if cfg.reranker:
+        return load_reranker(cfg), f"cfg.reranker {cfg.reranker}"
+    if not ds.qrels.get("train"):
+        return None, "skipped: no train split to train it on"
+    ctx.log("  reranker: train candidates and the cross-encoder (cached after the first run)")
+    candidates = dense_ranking(ctx.base, ds, "train", k=20, cache_dir=ctx.emb_cache, show_progress=False)
+    n = min(cfg.reranker_train_queries, len(ds.qrels["train"]))
+    return load_reranker(cfg, ds, candidates, split="train"), f"trained on a sample of {n} train queries (cached)"
+
+
 def step_baselines(ctx: RunContext, out: Path) -> dict:
-    """Dense base model(s), BM25 and hybrid RRF on dev and test; rankings, metrics and slices saved."""
+    """Dense base model(s), BM25, hybrid RRF and the reranker on dev and test; rankings, metrics and slices saved,
+    and on dev each method's per-query gate metric and the slices' queries (the gate's inputs)."""
     from workbook.evaluate import by_slice, evaluate_ranking, results_table
     from workbook.icd10cm import slice_queries
-    from workbook.retrieval import bm25_ranking, dense_ranking, rrf
+    from workbook.retrieval import bm25_ranking, dense_ranking, rerank, rrf
 
     cfg, ds = ctx.cfg, ctx.ds
     models = [cfg.base_model] + ([cfg.comparator_model] if ctx.settings.comparator else [])
     result: dict = {"methods": [], "metrics": {}, "slices": {}, "base_method": f"dense {model_label(cfg.base_model)}"}
+    reranker, result["reranker"] = baseline_reranker(ctx)
     for split in eval_splits(ds):
         runs: dict[str, dict[str, list[str]]] = {}
         lexical = bm25_ranking(ds, split, k=cfg.top_k, index=ctx.bm25())
@@ -575,12 +700,20 @@ def step_baselines(ctx: RunContext, out: Path) -> dict:
         runs["BM25"] = lexical
         for name in models:
             runs[f"hybrid {model_label(name)}+BM25"] = rrf([runs[f"dense {model_label(name)}"], lexical], k=cfg.top_k)
+        if reranker is not None:
+            ctx.log(f"  {split}: reranker over the hybrid's top {cfg.rerank_depth}")
+            runs[RERANKER_METHOD] = rerank(reranker, ds, split, runs[f"hybrid {model_label(cfg.base_model)}+BM25"],
+                                           depth=cfg.rerank_depth, cache_dir=cfg.cache_dir / "rerank",
+                                           show_progress=False)  # fmt: skip
         write_json(out / f"rankings_{split}.json", runs)
         results = [evaluate_ranking(r, ds.qrels[split], METRICS, name=n) for n, r in runs.items()]
         result["metrics"][split] = frame_to_json(results_table(results, digits=12))
         slices = slice_queries(ds, split)
         if slices:
             result["slices"][split] = frame_to_json(by_slice(results, slices, metric=GATE_METRIC, digits=12))
+        if split == "dev":  # the gate's inputs: per-query values for its CIs, and which queries each slice holds
+            per_query = {r.name: r.per_query[GATE_METRIC].to_dict() for r in results}
+            write_json(out / "gate_dev.json", {"metric": GATE_METRIC, "slices": slices, "per_query": per_query})
         result["methods"] = list(runs)
     return result
 
@@ -831,11 +964,6 @@ def _load_runs(ctx: RunContext, split: str) -> dict[str, dict[str, list[str]]]:
     return read_json(ctx.step_dir("02_baselines") / f"rankings_{split}.json")
 
 
-def best_method(metrics: pd.DataFrame, metric: str = GATE_METRIC) -> str:
-    """The row with the highest ``metric`` (ties: the first in table order)."""
-    return str(metrics[metric].astype(float).idxmax())
-
-
 def tuned_runs(ctx: RunContext, split: str, bm25_run: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[str]]]:
     """The fine-tuned model's ranking of ``split`` and its hybrid with BM25."""
     from workbook.retrieval import dense_ranking, rrf
@@ -943,7 +1071,7 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
     cfg, ds, st = ctx.cfg, ctx.ds, ctx.settings
     baselines = ctx.result("02_baselines")
     base_name = baselines["base_method"]
-    select = "dev" if "dev" in ds.qrels else "test"
+    select = "dev" if "dev" in ds.qrels else None  # never test: without dev (none carved either), fixed defaults
     evaluated: dict[str, dict] = {}
     rankings: dict[str, dict] = {}
     for split in eval_splits(ds):
@@ -952,13 +1080,16 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
         rankings[split] = runs
         evaluated[split] = {n: evaluate_ranking(r, ds.qrels[split], METRICS, name=n) for n, r in runs.items()}
     write_json(out / "rankings_test.json", {k: v for k, v in rankings["test"].items() if k not in baselines["methods"]})
-    sel = evaluated[select]
     cheap = list(baselines["methods"])
-    best_cheap = max(cheap, key=lambda m: (sel[m][GATE_METRIC], -cheap.index(m)))
     tuned_names = ["fine-tuned", "hybrid fine-tuned+BM25"]
-    # The tuned variant is picked on dev (never on test); without a dev split the plain fine-tuned model is used.
-    best_tuned = max(tuned_names, key=lambda m: (sel[m][GATE_METRIC], -tuned_names.index(m))) \
-        if select == "dev" else "fine-tuned"  # fmt: skip
+    if select is not None:  # both picked on dev, by the rule the gate uses (highest mean, ties: the first)
+        sel = evaluated[select]
+        best_cheap = max(cheap, key=lambda m: (sel[m][GATE_METRIC], -cheap.index(m)))
+        best_tuned = max(tuned_names, key=lambda m: (sel[m][GATE_METRIC], -tuned_names.index(m)))
+    else:  # nothing to pick on: the base model's hybrid with BM25 (the usual first cheap win) vs the plain tuned model
+        hybrid = f"hybrid {model_label(cfg.base_model)}+BM25"
+        best_cheap = hybrid if hybrid in cheap else base_name
+        best_tuned = "fine-tuned"
     test = evaluated["test"]
     results = list(test.values())
     table = results_table(results, digits=12)
@@ -972,6 +1103,7 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
             comparisons.append({**asdict(pc), "significant": pc.significant})
     result = {
         "selected_on": select,
+        "selection": selection_note(ctx.dev) if select else f"not picked ({dev_note(ctx.dev)})",
         "best_cheap": best_cheap,
         "best_tuned": best_tuned,
         "base_method": base_name,
@@ -1046,29 +1178,89 @@ def step_forgetting(ctx: RunContext, out: Path) -> dict:
 # -- 08 decision ----------------------------------------------------------------------------------------------
 
 
+#: The setting behind each gate check: what to revisit when the measurement contradicts the gate.
+GATE_SETTINGS = {"gap": "target_recall_at_10", "pairs": "min_pairs", "cluster": "cluster_margin / domain_slices"}
+
+
+def _gate_setting(check: str) -> str:
+    from workbook.diagnose import CLUSTER_CHECK, GAP_CHECK
+
+    return GATE_SETTINGS["gap" if check == GAP_CHECK else "cluster" if check == CLUSTER_CHECK else "pairs"]
+
+
+def gate_vs_measurement(gate: Mapping, payoff: Mapping, best_cheap: str, best_tuned: str) -> dict:
+    """The gate (the prior, on dev) beside the measured result (the posterior, on test), and what a disagreement means.
+
+    Args:
+        gate: the gate's record (``FineTuneDecision.to_dict()`` plus ``split``).
+        payoff: the paired comparison ``best_tuned - best_cheap`` on test (``GATE_METRIC``).
+
+    Returns:
+        ``agree`` (bool), ``measured`` (``"better"``, ``"worse"`` or ``"no difference"``) and ``text``.
+    """
+    ci = f"{payoff['delta']:+.4f} (95% CI [{payoff['ci_low']:+.4f}, {payoff['ci_high']:+.4f}])"
+    if payoff["significant"] and payoff["delta"] > 0:
+        measured = "better"
+    elif payoff["significant"] and payoff["delta"] < 0:
+        measured = "worse"
+    else:
+        measured = "no difference"
+    verdict, where = gate["verdict"], f"on {gate['split']}" if gate.get("split") else "without a dev split"
+    undecided = [n for n, st in gate["status"].items() if st == "too small to decide"]
+    unmeasured = [n for n, ok in gate["checks"].items() if ok is None]
+    show = f"{best_tuned} vs {best_cheap} on test {GATE_METRIC}: {ci}"
+    if gate["go"] == (measured == "better"):
+        text = f"The gate ({verdict}, {where}) and the measurement agree: {show}."
+        if verdict.endswith("(uncertain)"):
+            text += f" The gate could not decide {', '.join(undecided)} on dev; the measurement on test settles it."
+        return {"agree": True, "measured": measured, "text": text}
+    if measured == "better":
+        failed = [n for n, ok in gate["checks"].items() if ok is False]
+        why = "; ".join(gate["texts"][n] for n in failed)
+        revisit = ", ".join(dict.fromkeys(_gate_setting(n) for n in failed))
+        text = (f"They disagree. The gate said {verdict} ({where}) because {why}. The measured result shows "
+                f"fine-tuning paid off: {show}. Trust the measurement; revisit the gate's threshold "
+                f"({revisit}).")  # fmt: skip
+    else:
+        extra = f"; not measured: {', '.join(unmeasured)}" if unmeasured else ""
+        extra += f"; too small to decide: {', '.join(undecided)}" if undecided else ""
+        text = (f"They disagree. The gate said {verdict} ({where}: every measured check passed{extra}), but the "
+                f"measured result shows no gain: {show}. Trust the measurement: the gate's checks are necessary, not "
+                "sufficient; look at the training data and the recipe (or tighten the gate's thresholds) before "
+                "tuning again.")  # fmt: skip
+    return {"agree": False, "measured": measured, "text": text}
+
+
 def step_decision(ctx: RunContext, out: Path) -> dict:
-    """The gate's verdict from the baselines, and whether the tuned model beat the best cheap method on test."""
-    from workbook.diagnose import should_fine_tune
+    """The gate on dev (the prior) beside the measured result on test (the posterior), and what they mean together.
+
+    The gate is :func:`workbook.diagnose.should_fine_tune` on :func:`workbook.diagnose.gate_inputs` of every
+    baseline's per-query Recall@10 on dev, the rule notebook 02 uses, with bootstrap CIs. Without a dev split (none
+    carved either) its gap and cluster checks are not measured: the gate never reads test.
+    """
+    from workbook.diagnose import GAP_CHECK, gate_inputs, should_fine_tune
 
     cfg, st = ctx.cfg, ctx.settings
-    valid, base, syn = ctx.result("01_validate"), ctx.result("02_baselines"), ctx.result("03_synthetic")
+    valid, syn = ctx.result("01_validate"), ctx.result("03_synthetic")
     ev, forget = ctx.result("06_evaluate"), ctx.result("07_forgetting")
-    gate_split = "dev" if "dev" in valid["splits"] else "test"
-    metrics = frame_from_json(base["metrics"][gate_split])
-    best = best_method(metrics)
-    slices = frame_from_json(base["slices"][gate_split]) if gate_split in base.get("slices", {}) else None
-    slice_metrics = {}
-    if slices is not None:
-        slice_metrics = {s: float(v) for s, v in slices.loc[best].items() if s != "all" and pd.notna(v)}
     source = ctx.result("04_negatives")["source"]
     n_pairs = (valid["train_pairs"] if source in ("real", "both") else 0) + (
         syn["pairs"] if source in ("synthetic", "both") else 0
     )
-    gate = should_fine_tune(
-        best_cheap=float(metrics.loc[best, GATE_METRIC]), target=cfg.target_recall_at_10, n_pairs=n_pairs,
-        slice_metrics=slice_metrics, overall=float(metrics.loc[best, GATE_METRIC]), min_pairs=st.min_pairs,
-        margin=st.cluster_margin, domain_slices=st.domain_slices, best_name=best, metric="Recall@10",
-    )  # fmt: skip
+    thresholds = {"target": cfg.target_recall_at_10, "n_pairs": n_pairs, "min_pairs": st.min_pairs,
+                  "margin": st.cluster_margin, "domain_slices": st.domain_slices, "metric": "Recall@10",
+                  "n_resamples": st.n_resamples, "seed": cfg.seed}  # fmt: skip
+    gate_file = ctx.step_dir("02_baselines") / "gate_dev.json"
+    if gate_file.is_file():
+        measured = read_json(gate_file)
+        inputs = gate_inputs(measured["per_query"], measured["slices"], metric=measured["metric"])
+        decision = should_fine_tune(**inputs, **thresholds)
+        split, best, best_metric = "dev", inputs["best_name"], inputs["best_cheap"]
+    else:
+        decision = should_fine_tune(None, slice_metrics=None, overall=None, **thresholds)
+        split = best = best_metric = None
+    gate = {"split": split, "dev": valid.get("dev"), "best_cheap": best, "best_cheap_metric": best_metric,
+            "target": cfg.target_recall_at_10, "pairs": n_pairs, "source": source, **decision.to_dict()}  # fmt: skip
     payoff = next(
         c for c in ev["paired"] if (c["a"], c["b"], c["metric"]) == (ev["best_cheap"], ev["best_tuned"], GATE_METRIC)
     )
@@ -1093,25 +1285,41 @@ def step_decision(ctx: RunContext, out: Path) -> dict:
             f"(test {GATE_METRIC} {payoff['delta']:+.4f}, "
             f"95% CI [{payoff['ci_low']:+.4f}, {payoff['ci_high']:+.4f}])."
         )
+    gap = decision.numbers[GAP_CHECK]
+    side_by_side = [
+        {"": "the gate (prior)", "split": split or "none (no dev split)",
+         "what": f"{best} {GATE_METRIC} vs target {cfg.target_recall_at_10:g}" if best else "not measured",
+         "value": best_metric, "CI low": gap["ci_low"], "CI high": gap["ci_high"], "says": decision.verdict},
+        {"": "the measurement (posterior)", "split": "test",
+         "what": f"{ev['best_tuned']} − {ev['best_cheap']} {GATE_METRIC}, paired", "value": payoff["delta"],
+         "CI low": payoff["ci_low"], "CI high": payoff["ci_high"],
+         "says": "tuned better" if beat else "tuned worse" if worse else "no difference (CI includes 0)"},
+    ]  # fmt: skip
     return {
-        "gate": {"split": gate_split, "best_cheap": best, "best_cheap_metric": float(metrics.loc[best, GATE_METRIC]),
-                 "target": cfg.target_recall_at_10, "pairs": n_pairs, "source": source,
-                 "slice_metrics": slice_metrics, "go": gate.go, "checks": gate.checks, "reasons": gate.reasons,
-                 "text": str(gate)},
+        "gate": gate,
         "payoff": payoff,
         "tuned_beats_best_cheap": bool(beat),
         "forgetting": forgetting,
         "forgot": forgot,
         "verdict": verdict,
-    }  # fmt: skip
+        "side_by_side": side_by_side,
+        "agreement": gate_vs_measurement(gate, payoff, ev["best_cheap"], ev["best_tuned"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the steps
 
 _COMMON = ("base_model", "top_k", "batch_size")
 STEPS: tuple[Step, ...] = (
-    Step("01_validate", step_validate, uses=("allow_leakage",)),
-    Step("02_baselines", step_baselines, ("01_validate",), uses=(*_COMMON, "comparator", "comparator_model")),
+    Step("01_validate", step_validate, uses=("allow_leakage", "seed", "dev_share", "dev_min_queries"), version=2),
+    Step(
+        "02_baselines",
+        step_baselines,
+        ("01_validate",),
+        uses=(*_COMMON, "comparator", "comparator_model", "rerank_baseline", "reranker", "reranker_negatives", "seed",
+              "fast"),  # fmt: skip
+        version=2,
+    ),
     Step(
         "03_synthetic",
         step_synthetic,
@@ -1150,6 +1358,7 @@ STEPS: tuple[Step, ...] = (
         "06_evaluate",
         step_evaluate,
         ("02_baselines", "05_finetune"),
+        version=2,
         uses=(*_COMMON, "seed", "truncate_dims", "umap_groups", "n_resamples"),
     ),  # fmt: skip
     Step(
@@ -1165,7 +1374,8 @@ STEPS: tuple[Step, ...] = (
         step_decision,
         ("01_validate", "02_baselines", "03_synthetic", "04_negatives", "06_evaluate", "07_forgetting"),
         dataset=False,
-        uses=("target_recall_at_10", "min_pairs", "cluster_margin", "domain_slices"),
+        uses=("target_recall_at_10", "min_pairs", "cluster_margin", "domain_slices", "n_resamples", "seed"),
+        version=2,
     ),  # fmt: skip
 )
 
@@ -1304,6 +1514,8 @@ def preflight(ctx: RunContext) -> None:
     for name in names:
         if canonical_name(name) is None and not Path(name).expanduser().is_dir():
             problems.append(f"model {name!r} is neither a packaged model nor a local folder")
+    if st.rerank_baseline and cfg.reranker and not Path(cfg.reranker).is_dir():
+        problems.append(f"reranker {cfg.reranker!r} is not a local cross-encoder folder (or rerank_baseline = false)")
     if st.forgetting and not (cfg.scifact_dir / "corpus.jsonl").is_file():
         problems.append(f"the forgetting check needs SciFact in {cfg.scifact_dir} (or set forgetting = false)")
     has_train = (ctx.dataset_dir / "qrels" / "train.tsv").is_file() or ctx.casestudy

@@ -23,6 +23,7 @@ from workbook.pipeline import (
     STEPS,
     UNHASHED,
     PipelineSettings,
+    dev_note,
     frame_from_json,
     read_json,
 )
@@ -213,14 +214,66 @@ def _result(run_dir: Path, step: str) -> dict:
     return read_json(run_dir / step / RESULT)
 
 
+def _p_text(row: dict) -> str:
+    """A saved paired comparison's p-value as prose writes it (``p ≤ 0.001`` at the test's floor)."""
+    from dataclasses import fields
+
+    from workbook.evaluate import PairedComparison
+
+    names = {f.name for f in fields(PairedComparison)}
+    return PairedComparison(**{k: v for k, v in row.items() if k in names}).p_text
+
+
 def _paired_table(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(
         [{"comparison": f"{r['metric']}: {r['b']} − {r['a']}", "queries": r["queries"], "A": r["mean_a"],
           "B": r["mean_b"], "delta": r["delta"], "CI low": r["ci_low"], "CI high": r["ci_high"],
-          "p-value": r["p_value"], "B better": r["b_better"], "A better": r["a_better"],
+          "p-value": _p_text(r), "B better": r["b_better"], "A better": r["a_better"],
           "CI excludes 0": r["significant"]} for r in rows]
     ).set_index("comparison")  # fmt: skip
     return frame
+
+
+def _count(value) -> str:
+    """A count as a whole number (a dash when missing)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
+
+
+_MARKS = {"pass": "x", "fail": " ", "too small to decide": "?", "not measured": "-"}
+
+
+def _gate_blocks(gate: dict) -> list[Block]:
+    """The should-you-fine-tune gate: its verdict, each check with its outcome and 95% CI, the domain slices."""
+    verdict = gate.get("verdict") or ("GO" if gate["go"] else "NO-GO")
+    status = gate.get("status") or {n: "pass" if ok else "fail" for n, ok in gate["checks"].items()}
+    out = [Block("h3", f"Should you fine-tune? {verdict} (the gate, from the baselines)")]
+    if gate.get("split"):
+        where = f"Measured on the {gate['split']} split"
+        if (gate.get("dev") or {}).get("source") == "carved from train":
+            where += " (held out of train)"
+        out.append(Block("p", f"{where}: best cheap method {gate['best_cheap']} reaches Recall@10 "
+                              f"{fmt(gate['best_cheap_metric'])} against a target of {fmt(gate['target'])}; "
+                              f"{gate['pairs']:,} training pairs ({gate.get('source', '')} source)."))  # fmt: skip
+    else:
+        out.append(Block("p", "No dev split to measure the cheap methods on (and too few train queries to hold one "
+                              "out): the gap and cluster checks are not measured, since the gate never reads test; "
+                              f"{gate['pairs']:,} training pairs ({gate.get('source', '')} source)."))  # fmt: skip
+    out.append(Block("list", [f"[{_MARKS.get(status[n], ' ')}] {n}: {status[n]}" for n in gate["checks"]]
+                     + [str(r) for r in gate["reasons"]]))  # fmt: skip
+    out.append(Block("p", "Rule: GO when every measured check passes; a check the data cannot measure is not "
+                          "measured, not failed; a check whose 95% bootstrap CI straddles its threshold is too small "
+                          "to decide, and a GO that rests on one reads GO (uncertain)."))  # fmt: skip
+    if gate.get("numbers"):
+        rows = {n: {"outcome": status[n], **{k: _count(v) if k == "queries" or isinstance(v, int) else fmt(v)
+                                            for k, v in nums.items()}}
+                for n, nums in gate["numbers"].items()}  # fmt: skip
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index.name = "check"
+        out.append(Block("table", frame, caption="the gate's checks: value, threshold, 95% bootstrap CI, queries"))
+    if gate.get("slices"):
+        frame = pd.DataFrame(gate["slices"]).set_index("slice")
+        out.append(Block("table", frame, caption="domain slices: excess error over the overall error, 95% CI"))
+    return out
 
 
 def _settings_table(run: dict) -> pd.DataFrame:
@@ -259,26 +312,37 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     dec = _result(run_dir, "08_decision")
     title = f"Fine-tuning report: {valid['dataset']} ({run['mode']} mode)"
     b: list[Block] = [Block("h1", title)]
+    dev = valid.get("dev") or {}
     b.append(Block("p", f"Dataset `{_shown_path(run['dataset_dir'])}`: {valid['docs']:,} docs, "
                         f"{valid['queries']:,} queries, "
                         f"splits {', '.join(valid['splits'])}. Run started {run['started']}, "
                         f"{run.get('seconds', 0):.0f} s in this invocation."))  # fmt: skip
+    note = dev_note(dev)
+    if dev.get("source") == "carved from train":
+        b.append(Block("p", f"**Dev split.** {note[0].upper() + note[1:]}. Every choice (the gate, the best cheap "
+                            "method and tuned variant, the in-training evaluator) is made on dev; test is only "
+                            "measured."))  # fmt: skip
+    elif dev.get("source") == "none":
+        b.append(Block("p", f"**Dev split.** {note[0].upper() + note[1:]}. The best cheap method is the base model's "
+                            "hybrid with BM25 and the tuned variant the plain fine-tuned model, and the gate's gap and "
+                            "cluster checks are not measured. Test is only measured."))  # fmt: skip
 
     # -- verdict
     gate = dec["gate"]
     b.append(Block("h2", "Verdict"))
     b.append(Block("p", f"**{dec['verdict']}**"))
-    b.append(Block("h3", f"Should you fine-tune? {'GO' if gate['go'] else 'NO-GO'} (the gate, from the baselines)"))
-    b.append(Block("p", f"Measured on the {gate['split']} split: best cheap method {gate['best_cheap']} reaches "
-                        f"Recall@10 {fmt(gate['best_cheap_metric'])} against a target of {fmt(gate['target'])}; "
-                        f"{gate['pairs']:,} training pairs ({gate.get('source', '')} source)."))  # fmt: skip
-    b.append(Block("list", [f"[{'x' if ok else ' '}] {name}" for name, ok in gate["checks"].items()]
-                   + [str(r) for r in gate["reasons"]]))  # fmt: skip
+    b.extend(_gate_blocks(gate))
     b.append(Block("h3", "Did fine-tuning beat the best cheap method? "
                          f"{'yes' if dec['tuned_beats_best_cheap'] else 'no'}"))  # fmt: skip
     b.append(Block("table", _paired_table([dec["payoff"]]),
-                   caption=f"Test split, paired per query; {ev['best_tuned']} and {ev['best_cheap']} were picked on "
-                           f"the {ev['selected_on']} split."))  # fmt: skip
+                   caption=f"Test split, paired per query; {ev['best_tuned']} and {ev['best_cheap']}: "
+                           f"{ev.get('selection', ev['selected_on'])}."))  # fmt: skip
+    if "side_by_side" in dec:
+        b.append(Block("h3", "The gate and the measurement, side by side"))
+        b.append(Block("table", pd.DataFrame(dec["side_by_side"]).set_index(""),
+                       caption="the gate is the prior (dev, before training); the measurement is the posterior "
+                               "(test, after training)"))  # fmt: skip
+        b.append(Block("p", dec["agreement"]["text"]))
 
     # -- dataset
     b.append(Block("h2", "Dataset"))
@@ -390,7 +454,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
         b.append(Block("p", f"{forget['dataset']} test ({forget['docs']:,} docs, {forget['queries']} queries): "
                             f"nDCG@10 {fmt(pc['mean_a'])} base → {fmt(pc['mean_b'])} fine-tuned, delta "
                             f"{pc['delta']:+.4f} (95% CI [{pc['ci_low']:+.4f}, {pc['ci_high']:+.4f}], "
-                            f"p = {pc['p_value']:.3g})."))  # fmt: skip
+                            f"{_p_text(pc)})."))  # fmt: skip
         b.append(Block("table", frame_from_json(forget["metrics"])))
     else:
         b.append(Block("p", forget.get("status", "skipped")))

