@@ -404,6 +404,17 @@ def test_carve_dev_split_holds_out_train_queries_seeded():
     assert [pipeline.carved_dev_size(k) for k in (30, 40, 101, 200, 1000)] == [0, 10, 25, 50, 150]
 
 
+def _small_run(folder, tmp_path):
+    """``workbook run`` on ``folder``, fast mode, smallest budgets (no synthetic data, no SciFact, no UMAP)."""
+    settings = tmp_path / "s.toml"
+    settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
+                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
+    out = tmp_path / "run"
+    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
+    assert rc == 0, log
+    return out
+
+
 def test_run_without_dev_split_chooses_on_a_carved_dev_never_on_test(tmp_path):
     """A team's corpus with train and test only: dev is held out of train, and every choice is made on it."""
     from workbook.negatives import load_training_set, training_set_path
@@ -411,12 +422,7 @@ def test_run_without_dev_split_chooses_on_a_carved_dev_never_on_test(tmp_path):
     full = load_dataset(make_tiny_dataset(tmp_path / "src"))
     folder = save_dataset(subset(full, splits=["train", "test"]), tmp_path / "data")
     shutil.copy(tmp_path / "src" / "lookalikes.jsonl", folder / "lookalikes.jsonl")
-    settings = tmp_path / "s.toml"
-    settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
-                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
-    out = tmp_path / "run"
-    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
-    assert rc == 0, log
+    out = _small_run(folder, tmp_path)
     valid = result(out, "01_validate")
     carved, n_train = valid["dev"], len(load_dataset(folder).qrels["train"])
     assert carved["source"] == "carved from train" and carved["seed"] == 42
@@ -444,12 +450,7 @@ def test_run_with_too_few_train_queries_for_a_dev_split_falls_back_to_defaults(t
     full = load_dataset(make_tiny_dataset(tmp_path / "src"))
     keep = sorted(full.qrels["train"])[:30] + sorted(full.qrels["test"])
     folder = save_dataset(subset(full, query_ids=keep, splits=["train", "test"]), tmp_path / "data")
-    settings = tmp_path / "s.toml"
-    settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
-                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
-    out = tmp_path / "run"
-    rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
-    assert rc == 0, log
+    out = _small_run(folder, tmp_path)
     assert result(out, "01_validate")["dev"] == {"source": "none", "queries": 0, "why": "only 30 train queries"}
     ev, dec = result(out, "06_evaluate"), result(out, "08_decision")
     assert ev["selected_on"] is None and ev["selection"].startswith("not picked (no dev split")
