@@ -461,3 +461,20 @@ def test_run_with_too_few_train_queries_for_a_dev_split_falls_back_to_defaults(t
     assert not (out / "02_baselines" / "gate_dev.json").exists()
     text = (out / "report.md").read_text()
     assert "choices fall back to fixed defaults, never to test" in text and "picked on the test" not in text
+
+
+def test_run_on_a_dataset_without_slices_reports_the_cluster_check_as_not_measured(tmp_path):
+    """A team's corpus has no query slices: the gate's third check is "not measured", never a failure (issue 19: the
+    old gate said NO-GO on every such dataset, whatever the measured result)."""
+    full = load_dataset(make_tiny_dataset(tmp_path / "src"))
+    for meta in full.query_meta.values():
+        meta.pop("slices", None)
+        meta.pop("codes", None)
+    folder = save_dataset(full, tmp_path / "data")
+    out = _small_run(folder, tmp_path)
+    gate = result(out, "08_decision")["gate"]
+    cluster = "errors cluster in domain slices"
+    assert gate["split"] == "dev" and gate["checks"][cluster] is None and gate["status"][cluster] == "not measured"
+    measured = [ok for name, ok in gate["checks"].items() if ok is not None]
+    assert gate["go"] == all(measured)  # the verdict rests on the measured checks only
+    assert "[-] errors cluster in domain slices" in (out / "report.md").read_text()
