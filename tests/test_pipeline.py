@@ -478,3 +478,18 @@ def test_run_on_a_dataset_without_slices_reports_the_cluster_check_as_not_measur
     measured = [ok for name, ok in gate["checks"].items() if ok is not None]
     assert gate["go"] == all(measured)  # the verdict rests on the measured checks only
     assert "[-] errors cluster in domain slices" in (out / "report.md").read_text()
+
+
+def test_gate_vs_measurement_explains_a_disagreement_and_names_the_setting_to_revisit():
+    from workbook.diagnose import should_fine_tune
+
+    gate = should_fine_tune(best_cheap=0.6, target=0.9, n_pairs=5000, slice_metrics={"lookalike": 0.6},
+                            overall=0.6).to_dict()  # fmt: skip
+    gate["split"] = "dev"
+    assert gate["verdict"] == "NO-GO"  # no domain slice has extra errors
+    payoff = {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15, "significant": True}
+    out = pipeline.gate_vs_measurement(gate, payoff, "BM25", "fine-tuned")
+    assert not out["agree"] and out["measured"] == "better"
+    assert "Trust the measurement" in out["text"] and "(cluster_margin / domain_slices)" in out["text"]
+    same = pipeline.gate_vs_measurement(gate, {**payoff, "delta": 0.0, "ci_low": -0.01, "significant": False}, "a", "b")
+    assert same["agree"] and same["measured"] == "no difference"

@@ -161,10 +161,7 @@ def _json_records(obj) -> Iterable[list[float]]:
 
 def results_evidence(folder: Path) -> list[float]:
     """Every number in the JSON results files of ``folder`` (e.g. ``bench/results``)."""
-    vals: list[float] = []
-    for path in sorted(folder.glob("*.json")):
-        vals += list(_json_numbers(json.loads(path.read_text(encoding="utf-8"))))
-    return vals
+    return [v for path in sorted(folder.glob("*.json")) for v in file_evidence(path.name, folder)]
 
 
 def _readings(values: Iterable[float]) -> set[tuple[int, float]]:
@@ -200,10 +197,14 @@ class Evidence:
         return any(wanted <= r for r in self.records)
 
 
+def _not_allowed(claims: Iterable[Claim], allowed: Mapping[str, str] | None) -> list[Claim]:
+    """The claims no allow-list entry explains."""
+    return [c for c in claims if c.text not in (allowed or {})]
+
+
 def unbacked(claims: Iterable[Claim], evidence: Evidence, allowed: Mapping[str, str] | None = None) -> list[Claim]:
     """The claims no evidence backs and no allow-list entry explains."""
-    allowed = allowed or {}
-    return [c for c in claims if c.text not in allowed and not evidence.backs(c)]
+    return [c for c in _not_allowed(claims, allowed) if not evidence.backs(c)]
 
 
 def check_notebook(path: Path, root: Path = ROOT) -> list[Claim]:
@@ -256,7 +257,7 @@ def check_text(text: str, where: str, evidence: Evidence, root: Path = ROOT) -> 
         scoped = Evidence((v for rel in rels for v in file_evidence(rel, root)),
                           (r for rel in rels for r in file_records(rel, root)))  # fmt: skip
         for line in body.splitlines():
-            claims = unbacked(prose_claims(line, where), Evidence(()), ALLOWED.get(where))
+            claims = _not_allowed(prose_claims(line, where), ALLOWED.get(where))
             if line.lstrip().startswith("|") and len(claims) >= ROW_CLAIMS:
                 bad += [] if scoped.backs_row(claims) else claims  # a table row: one measured row backs it all
             else:

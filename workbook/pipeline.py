@@ -386,10 +386,7 @@ def carve_dev_split(ds: Dataset, seed: int, share: float = 0.15, min_queries: in
         A record for the report: ``source`` (``"dataset"``, ``"carved from train"`` or ``"none"``), ``queries``, and
         for a carved split ``train_queries_before``, ``seed``, ``share`` and the sorted ``query_ids``.
     """
-    try:  # the key find_leakage uses for "the same wording"
-        from workbook.data import equivalence_key as same_wording
-    except ImportError:  # pragma: no cover - older data module
-        from workbook.data import normalize_query as same_wording
+    from workbook.data import equivalence_key  # the key find_leakage uses for "the same wording"
 
     if "dev" in ds.qrels:
         return {"source": "dataset", "queries": len(ds.qrels["dev"])}
@@ -401,7 +398,7 @@ def carve_dev_split(ds: Dataset, seed: int, share: float = 0.15, min_queries: in
         return {"source": "none", "queries": 0, "why": why}
     groups: dict[str, list[str]] = {}
     for qid in judged:
-        groups.setdefault(same_wording(ds.queries[qid]), []).append(qid)
+        groups.setdefault(equivalence_key(ds.queries[qid]), []).append(qid)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     picked: list[str] = []
@@ -1178,14 +1175,11 @@ def step_forgetting(ctx: RunContext, out: Path) -> dict:
 # -- 08 decision ----------------------------------------------------------------------------------------------
 
 
-#: The setting behind each gate check: what to revisit when the measurement contradicts the gate.
-GATE_SETTINGS = {"gap": "target_recall_at_10", "pairs": "min_pairs", "cluster": "cluster_margin / domain_slices"}
-
-
 def _gate_setting(check: str) -> str:
+    """The setting behind a gate check: what to revisit when the measurement contradicts the gate."""
     from workbook.diagnose import CLUSTER_CHECK, GAP_CHECK
 
-    return GATE_SETTINGS["gap" if check == GAP_CHECK else "cluster" if check == CLUSTER_CHECK else "pairs"]
+    return {GAP_CHECK: "target_recall_at_10", CLUSTER_CHECK: "cluster_margin / domain_slices"}.get(check, "min_pairs")
 
 
 def gate_vs_measurement(gate: Mapping, payoff: Mapping, best_cheap: str, best_tuned: str) -> dict:
