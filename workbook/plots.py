@@ -200,13 +200,17 @@ def tradeoff_scatter(
             linewidths=2, zorder=4, label=f"chosen: {highlight}",
         )  # fmt: skip
         ax.legend(frameon=False, fontsize="small", loc="best", markerscale=0.4)
-    for i, (name, row) in enumerate(frame.iterrows()):
-        ax.annotate(
-            str(name), (row[x], row[y]), xytext=(8, 6 if i % 2 == 0 else -12), textcoords="offset points",
-            fontsize="small",
-        )  # fmt: skip
     x_hi = max(float(frame[x].max()), 1e-9)
     y_hi = max(float(frame[y].max()), 1e-9)
+    placed: list[tuple[float, float]] = []
+    for name, row in frame.iterrows():
+        # Labels of points close on the page (labels run a quarter of the width) are stacked above and below in turn.
+        near = sum(abs(row[x] - px) < 0.25 * x_hi and abs(row[y] - py) < 0.05 * y_hi for px, py in placed)
+        placed.append((row[x], row[y]))
+        ax.annotate(
+            str(name), (row[x], row[y]), xytext=(8, (6, -12, 18, -24)[near % 4]), textcoords="offset points",
+            fontsize="small",
+        )  # fmt: skip
     ax.set_xlim(-0.05 * x_hi, 1.45 * x_hi)
     ax.set_ylim(-0.1 * y_hi, 1.3 * y_hi)
     ax.set_title(title)
