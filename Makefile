@@ -39,14 +39,20 @@ test: setup lint
 # time and peak RSS per notebook in runs/casestudy-full/notebooks.json), then the
 # headless pipeline's report (runs/casestudy-full/report.md), which reuses the models the notebooks trained.
 # Its wall time goes to runs/casestudy-full/make_casestudy.json (warm_cache: whether earlier runs' caches existed).
+# `make casestudy FAST=1`: the same, in fast mode, for a first look; the committed notebooks are left alone (the
+# executed copies go to runs/casestudy-fast/executed-notebooks/).
+MODE := $(if $(filter-out 0,$(FAST)),fast,full)
 casestudy: setup
 	@start=$$(date +%s); warm=$$(test -d .cache/embeddings && echo true || echo false); \
-	WORKBOOK_FAST=0 $(VENV)/bin/workbook notebooks && \
-	WORKBOOK_FAST=0 $(VENV)/bin/workbook casestudy && \
-	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start )), \"warm_cache\": $$warm}" > runs/casestudy-full/make_casestudy.json
+	export WORKBOOK_FAST=$(if $(filter fast,$(MODE)),1,0); \
+	$(VENV)/bin/workbook notebooks && $(VENV)/bin/workbook casestudy && \
+	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start )), \"warm_cache\": $$warm}" > runs/casestudy-$(MODE)/make_casestudy.json
 
+# JupyterLab on notebooks/, served on 127.0.0.1; root users (containers, course machines) get --allow-root, which
+# jupyter otherwise demands. Open the http://127.0.0.1:8888/lab?token=... address it prints. LAB_ARGS adds options.
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Speed, memory and quality benchmarks (minutes; the test-suite timing adds ~20): bench/README.md, bench/results/.
 bench: setup

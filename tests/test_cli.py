@@ -72,9 +72,25 @@ def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
     assert "broken cell" in records[1]["stderr_tail"]
     saved = json.loads((tmp_path / "nb.json").read_text())
     assert [r["notebook"] for r in saved["notebooks"]] == ["01_big.ipynb", "02_fails.ipynb"]
-    stamps = [json.loads((tmp_path / "notebooks" / n).read_text())["metadata"].get("workbook")
-              for n in ("01_big.ipynb", "02_fails.ipynb")]  # fmt: skip
-    assert stamps[0]["mode"] == "fast" and stamps[1] is None  # only a notebook that ran through is stamped
+    course = json.loads((tmp_path / "notebooks" / "01_big.ipynb").read_text())
+    assert course["cells"][0]["outputs"] == [] and "workbook" not in course["metadata"]  # fast mode: course untouched
+    copy = json.loads((tmp_path / "executed-notebooks" / "01_big.ipynb").read_text())
+    assert copy["cells"][0]["outputs"] and "workbook" not in copy["metadata"]  # the executed copy, never stamped
     again = run_notebooks(cfg, ["01"], out=tmp_path / "nb.json", log=lines.append)
     assert len(again) == 1 and "ETA" in lines[-2]  # the ETA comes from the last run's times
     assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept
+
+
+def test_a_full_run_executes_in_place_strips_bars_and_stamps(tmp_path):
+    import json
+
+    from workbook.nbrun import freshness, run_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    path = tmp_path / "notebooks" / "01_bar.ipynb"
+    _notebook(path, "from tqdm import tqdm\nsum(tqdm(range(3), desc='work'))")
+    records = run_notebooks(get_config(fast=False, root=tmp_path), out=tmp_path / "nb.json", log=lambda _: None)
+    assert records[0]["exit_code"] == 0
+    outputs = json.loads(path.read_text())["cells"][0]["outputs"]
+    assert [o["output_type"] for o in outputs] == ["execute_result"]  # the bar's stderr chunks are gone
+    assert freshness(path) == "fresh"

@@ -57,3 +57,23 @@ def test_a_full_run_unlists_the_notebook(tmp_path):
     pending.write_text(json.dumps({"about": "x", "pending": {"01_x.ipynb": "why", "02_y.ipynb": "why"}}))
     nbrun.unlist_pending(tmp_path / "01_x.ipynb")
     assert json.loads(pending.read_text())["pending"] == {"02_y.ipynb": "why"}
+
+
+def test_strip_progress_drops_bars_and_keeps_warnings(tmp_path):
+    def err(text):
+        return {"output_type": "stream", "name": "stderr", "text": [text]}
+
+    bars = [err("\rLoading weights:   0%|          | 0/103 [00:00<?, ?it/s]"),
+            err("\rre-embed docs-v1:  46%|████▌     | 34304/74714 [02:50<06:57, 96.80doc/s] "),
+            err("\r                                                                     "), err("\n"),
+            err("\rbatches: 12/? [00:03, 4.1it/s]")]  # fmt: skip
+    warning = err("UserWarning: 3 queries have no relevant document\n")
+    result = {"output_type": "stream", "name": "stdout", "text": ["13,089 rows\n"]}
+    nb = {"cells": [{"cell_type": "code", "source": ["x"], "metadata": {}, "execution_count": 1,
+                     "outputs": [*bars[:2], result, warning, *bars[2:]]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    path = tmp_path / "01_x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert nbrun.strip_progress(path) == len(bars)
+    assert json.loads(path.read_text())["cells"][0]["outputs"] == [result, warning]
+    assert nbrun.strip_progress(path) == 0

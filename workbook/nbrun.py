@@ -5,10 +5,11 @@ under a small wrapper process whose ``getrusage(RUSAGE_CHILDREN)`` after the chi
 RSS (the kernel's, the largest process it ran). Results go to ``runs/casestudy-<mode>/notebooks.json``; the next run
 reads them for its ETA.
 
-A notebook that ran through is *stamped*: its metadata records the mode and a hash of its code cells' sources
-(:func:`source_hash`). ``tests/test_outputs_fresh.py`` checks every committed course notebook's stamp against its
-current code, so committed full-mode outputs are provably the outputs of the code beside them, and a notebook whose
-code changed after its last full run must be listed, with the reason, in ``notebooks/PENDING.json``.
+A full-mode notebook that ran through loses its progress-bar chunks (:func:`strip_progress`) and is *stamped*: its
+metadata records the mode and a hash of its code cells' sources (:func:`source_hash`). ``tests/test_outputs_fresh.py``
+checks every committed course notebook's stamp against its current code, so committed full-mode outputs are provably
+the outputs of the code beside them, and a notebook whose code changed after its last full run must be listed, with
+the reason, in ``notebooks/PENDING.json``. Fast mode writes executed copies under ``runs/casestudy-fast/`` instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,6 +81,36 @@ def unlist_pending(path: Path) -> None:
         _atomic_write(pending, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
+# One tqdm bar state: "desc:  50%|█████     | 2/4 [00:11<00:11,  5.59s/it]" (or "3/? [...]" without a total).
+_BAR = re.compile(r"\d+%\|.*\|\s*[\d.]+[kMG]?/[\d.?]+[kMG]?\s*\[|^[^|\n]*:\s+[\d.]+[kMG]?/\?\s*\[")
+
+
+def _is_progress(text: str) -> bool:
+    """Whether a stderr chunk holds only progress-bar states (or the blank carriage returns between them)."""
+    parts = [p.strip() for p in re.split(r"[\r\n]", text)]
+    return all(not p or _BAR.search(p) for p in parts)
+
+
+def strip_progress(path: Path) -> int:
+    """Drop progress-bar chunks from a notebook's stderr outputs, in place; the number dropped.
+
+    Committed outputs show results, not machinery: a full run writes hundreds of bar states ("Loading weights",
+    "re-embed docs") that bury the cell's result. Anything else on stderr (a warning, a traceback) is kept.
+    """
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    dropped = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        kept = [o for o in cell.get("outputs", [])
+                if not (o["output_type"] == "stream" and o["name"] == "stderr" and _is_progress("".join(o["text"])))]
+        dropped += len(cell.get("outputs", [])) - len(kept)
+        cell["outputs"] = kept
+    if dropped:
+        _atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return dropped
+
+
 def freshness(path: Path) -> str:
     """``"fresh"`` (stamped by a full run of the current code), ``"stale"`` (stamped, code changed since) or
     ``"unstamped"``."""
@@ -89,10 +121,12 @@ def freshness(path: Path) -> str:
     return "fresh" if got.get("code") == source_hash(nb) else "stale"
 
 
-def execute(path: Path, fast: bool) -> dict:
-    """Execute one notebook in place in a child process; its wall time, exit code and peak RSS (MiB)."""
+def execute(path: Path, fast: bool, out_dir: Path | None = None) -> dict:
+    """Execute one notebook in a child process, in place or into ``out_dir`` (same name; the kernel still runs in
+    the notebook's own folder); its wall time, exit code and peak RSS (MiB)."""
+    where = ["--inplace"] if out_dir is None else ["--output-dir", str(out_dir)]
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
-           "--execute", "--inplace", "--ExecutePreprocessor.timeout=-1", str(path)]  # fmt: skip
+           "--execute", *where, "--ExecutePreprocessor.timeout=-1", str(path)]  # fmt: skip
     env = {**os.environ, "WORKBOOK_FAST": "1" if fast else "0"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
@@ -112,10 +146,15 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
                   log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
     """Execute the notebooks in order; stop at the first failure (its stderr tail is logged and recorded).
 
+    Full mode executes them in place and stamps them: their outputs are the committed case study. Fast mode (a
+    first look in minutes) leaves the committed notebooks alone and writes the executed copies beside the record,
+    in ``runs/casestudy-fast/executed-notebooks/``.
+
     Returns:
         One record per notebook executed: name, seconds, exit code, peak RSS (MiB).
     """
     out = out or cfg.root / "runs" / f"casestudy-{cfg.mode}" / RECORD
+    copies = out.parent / "executed-notebooks" if cfg.fast else None
     kept: dict[str, dict] = {}
     if out.is_file():
         kept = {r["notebook"]: r for r in json.loads(out.read_text()).get("notebooks", [])}
@@ -128,11 +167,12 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
         eta = (f", ETA {sum(left) / 60:.0f} min from the last run's times" if all(x is not None for x in left)
                else "")  # fmt: skip
         log(f"[{i}/{len(paths)}] {path.name}: running ({cfg.mode} mode{eta})")
-        rec = execute(path, cfg.fast)
+        rec = execute(path, cfg.fast, copies)
         records.append(rec)
         if rec["exit_code"] == 0:
-            stamp(path, cfg.mode)
-            if not cfg.fast:
+            strip_progress(path if copies is None else copies / path.name)
+            if copies is None:
+                stamp(path, cfg.mode)
                 unlist_pending(path)
         peak = "not measured" if rec["peak_rss_mb"] is None else f"{rec['peak_rss_mb'] / 1024:.2f} GiB"
         log(f"[{i}/{len(paths)}] {path.name}: {'done' if rec['exit_code'] == 0 else 'FAILED'} in "
