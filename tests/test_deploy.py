@@ -302,6 +302,7 @@ def test_promotion_gate_is_an_improvement_gate():
     assert same.checks["passed"].tolist() == [False, False, True, True]
     assert list(same.checks.index[:2]) == ["ndcg@10 delta > 0", "win rate > 0.5 (ties excluded)"]
     assert np.isnan(same.checks.loc["win rate > 0.5 (ties excluded)", "value"])
+    assert np.isnan(_equal_or_better_report(better=False).summary()["win rate"])  # the report agrees: no rate, not 0.5
     better = dp.promotion_gate(_equal_or_better_report(better=True), cfg, "v2")
     assert better.passed and better.checks.loc["win rate > 0.5 (ties excluded)", "value"] == 0.75
     # a threshold equal to the measured value is not exceeded
@@ -459,3 +460,32 @@ def test_command_line_status(dep, capsys):
     assert dp.main(["status", str(dep.root)]) == 0
     out = capsys.readouterr().out
     assert "docs-v1" in out and "docs-v2" in out and "complete" in out
+
+
+# ---------------------------------------------------------------------------------------- qdrant-client internals
+
+
+def test_qdrant_local_internal_for_fast_writes_still_exists(tmp_path):
+    """store.tune_local_sqlite reaches into qdrant-client's local mode (``_client.collections[name].storage.storage``):
+    if an upgrade moves it, this fails here instead of the job silently going back to an fsync per point."""
+    import sqlite3
+    import warnings
+
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        client.create_collection("c", vectors_config=qm.VectorParams(size=2, distance=qm.Distance.DOT))
+        assert hasattr(client, "_client") and hasattr(client._client, "collections")
+        storage = client._client.collections["c"].storage
+        assert isinstance(storage.storage, sqlite3.Connection)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "internals have moved" warning on the pinned qdrant-client
+            assert dp.store.tune_local_sqlite(client, "c")
+        assert storage.storage.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert storage.storage.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        with pytest.warns(RuntimeWarning, match="internals have moved"):  # where the path is gone: a warning, no-op
+            assert not dp.store.tune_local_sqlite(client, "no-such-collection")
+    finally:
+        client.close()

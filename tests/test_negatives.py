@@ -220,3 +220,16 @@ def test_excludes1_overlap_and_pick_setting():
                                        MiningSettings(name="window 3-50", range_min=3)))  # fmt: skip
     deep = audit(ds, MinedNegatives(clean_rows, MiningSettings(name="window 10-60", range_min=10)))
     assert pick_setting([shallow, deep]) == "window 10-60" == pick_setting([deep, shallow])
+
+
+def test_library_internals_the_miner_relies_on_are_still_there(minilm, tmp_path):
+    """Two sentence-transformers internals, each touched in one function of workbook.negatives: the miner's corpus
+    cache file name (``_seed_miner_cache`` writes it so the corpus is not encoded twice) and the ``trange`` progress
+    bar of its faiss search (``_quiet_search`` silences it). If either moves, this test says so."""
+    from sentence_transformers.util import hard_negatives
+
+    assert callable(getattr(hard_negatives, "trange", None)), "sentence-transformers moved the miner's trange"
+    mine_negatives(tiny(), minilm, MiningSettings(num_negatives=2, range_max=6), cache_dir=tmp_path)
+    (folder,) = tmp_path.glob("miner-*")
+    cached = sorted(p.name for p in folder.glob("corpus_embeddings_*.npy"))
+    assert len(cached) == 1, f"the miner wrote its own corpus cache beside ours (its key changed): {cached}"

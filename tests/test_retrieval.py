@@ -8,8 +8,14 @@ from workbook.data import load_scifact
 from workbook.evaluate import evaluate_ranking
 from workbook.models import load_model
 from workbook.retrieval import (
+    BM25,
     BM25Index,
+    Dense,
     DenseIndex,
+    Hybrid,
+    Reranked,
+    Retriever,
+    bm25_ranking,
     dense_ranking,
     encode_cached,
     load_reranker,
@@ -169,3 +175,34 @@ def test_encode_cached_resumes_from_finished_chunks(minilm, tmp_path, monkeypatc
     assert calls == [4, 2]  # chunks 2 and 3 only
     assert resumed.shape == (10, 384) and not list(tmp_path.glob("emb-*.parts"))  # parts folded into one file
     np.testing.assert_allclose(resumed, real_encode(minilm, texts, show_progress=False), atol=1e-5)
+
+
+def test_every_retriever_has_one_interface_and_matches_the_split_functions(minilm, tmp_path):
+    """Dense, BM25, hybrid and reranked retrievers rank a query mapping; the per-split functions give the same lists."""
+    from workbook.data import Dataset
+
+    texts = [("E10.65", "Type 1 diabetes mellitus with hyperglycemia"),
+             ("E11.65", "Type 2 diabetes mellitus with hyperglycemia"),
+             ("I21.4", "Non-ST elevation (NSTEMI) myocardial infarction"), ("I10", "Essential (primary) hypertension")]
+    corpus = {c: {"title": c, "text": t, "metadata": {}} for c, t in texts}
+    queries = {"q1": "juvenile diabetes high sugar", "q2": "NSTEMI heart attack", "q3": "high blood pressure"}
+    ds = Dataset(corpus, queries, {"test": {q: {"I10": 1} for q in queries}})
+
+    class Fixed:  # a retriever of one's own: two members are the whole contract
+        name = "fixed"
+
+        def rank(self, queries, k):
+            return {q: ["I10", "E10.65"][:k] for q in queries}
+
+    dense, bm25 = Dense(minilm, ds, cache_dir=tmp_path), BM25(ds)
+    hybrid = Hybrid([dense, bm25, Fixed()])
+    ce = load_reranker(get_config(cache_dir=tmp_path, reranker_negatives=1), ds,
+                       {"q1": ["E11.65", "E10.65"]}, split="test")  # fmt: skip
+    reranked = Reranked(ce, hybrid, ds, depth=2)
+    for r in (dense, bm25, hybrid, reranked, Fixed()):
+        assert isinstance(r, Retriever) and set(r.rank(queries, 3)) == set(queries)
+    assert dense.rank(queries, 3) == dense_ranking(minilm, ds, "test", k=3, cache_dir=tmp_path, show_progress=False)
+    assert bm25.rank(queries, 3) == bm25_ranking(ds, "test", k=3)
+    parts = [dense.rank(queries, 3), bm25.rank(queries, 3), Fixed().rank(queries, 3)]
+    assert hybrid.rank(queries, 3) == rrf(parts, k=3)
+    assert reranked.rank(queries, 3) == rerank(ce, ds, "test", hybrid.rank(queries, 3), depth=2, show_progress=False)

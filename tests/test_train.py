@@ -8,7 +8,9 @@ from workbook.data import Dataset
 from workbook.models import load_model
 from workbook.train import (
     CARD_FILE,
+    LOSSES,
     RECIPES,
+    Loss,
     Recipe,
     build_loss,
     candidate_dev_metrics,
@@ -79,8 +81,19 @@ def test_recipes_and_losses(minilm):
     assert isinstance(loss, MatryoshkaLoss) and list(loss.matryoshka_dims) == [384, 256, 128, 64]
     with pytest.raises(KeyError, match="unknown recipe 'triplet'"):
         get_recipe("triplet")
-    with pytest.raises(ValueError, match="loss must be"):
+    with pytest.raises(ValueError, match="loss must be one of mnrl, cached-mnrl, matryoshka"):
         Recipe(name="bad", loss="triplet")
+    # the gradient-caching twin when the memory plan asks for mini-batches; cached-mnrl keeps the smaller size
+    assert build_loss(minilm, get_recipe("mnrl"), 8).mini_batch_size == 8
+    assert build_loss(minilm, get_recipe("cached-mnrl"), 64).mini_batch_size == 32
+    assert build_loss(minilm, get_recipe("matryoshka"), 8).loss.mini_batch_size == 8
+
+
+def test_a_new_loss_is_one_registry_entry(minilm, monkeypatch):
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    monkeypatch.setitem(LOSSES, "cosent", Loss(lambda model, recipe, mini: CoSENTLoss(model)))
+    assert isinstance(build_loss(minilm, Recipe(name="mine", loss="cosent")), CoSENTLoss)
 
 
 def test_synthetic_dataset_merges_texts_and_checks_docs():
@@ -147,6 +160,12 @@ def test_lora_trains_few_weights_and_saves_a_plain_model(tmp_path, minilm):
     done = fine_tune(cfg, minilm, rows(), tmp_path / "lora", lora, eval_steps=2, max_steps=2, show_progress=False)
     assert done.card["trainable_parameters"] < 0.1 * done.card["parameters"]
     assert not (done.path / "adapter_config.json").exists()  # merged: loads without peft
+    # train._merge_lora clears this transformers internal (the peft integration has no public merge): fail loudly if
+    # it moves, and check the merged model no longer claims an adapter
+    from transformers.integrations import PeftAdapterMixin
+
+    assert hasattr(PeftAdapterMixin, "_hf_peft_config_loaded"), "transformers moved _hf_peft_config_loaded"
+    assert done.model.transformers_model._hf_peft_config_loaded is False
     reloaded = SentenceTransformer(str(done.path), local_files_only=True)
     a = reloaded.encode(["NSTEMI"], normalize_embeddings=True)
     assert np.allclose(a, done.model.encode(["NSTEMI"], normalize_embeddings=True), atol=1e-5)

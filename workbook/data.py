@@ -9,10 +9,8 @@ with the file, the line and the field, all at once, so a team can fix its export
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from workbook.config import Config, default_config
+from workbook.files import atomic_write, jsonl_text
+
+_atomic_write = atomic_write  # the old private name, still imported by some modules
 
 SPLITS = ("train", "dev", "test")
 _QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -270,23 +271,6 @@ def load_dataset(path: str | Path, splits: Iterable[str] | None = None, name: st
 # --------------------------------------------------------------------------------------------------- saving
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonl(rows: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 def save_dataset(ds: Dataset, path: str | Path) -> Path:
     """Write ``ds`` in BEIR layout (each file written atomically; ids in the dataset's order).
 
@@ -306,12 +290,12 @@ def save_dataset(ds: Dataset, path: str | Path) -> Path:
         if ds.query_meta.get(qid):
             row["metadata"] = ds.query_meta[qid]
         query_rows.append(row)
-    _atomic_write(root / "corpus.jsonl", _jsonl(corpus_rows))
-    _atomic_write(root / "queries.jsonl", _jsonl(query_rows))
+    atomic_write(root / "corpus.jsonl", jsonl_text(corpus_rows))
+    atomic_write(root / "queries.jsonl", jsonl_text(query_rows))
     for split, judged in ds.qrels.items():
         lines = ["\t".join(_QRELS_HEADER)]
         lines += [f"{q}\t{d}\t{s}" for q, docs in judged.items() for d, s in docs.items()]
-        _atomic_write(root / "qrels" / f"{split}.tsv", "\n".join(lines) + "\n")
+        atomic_write(root / "qrels" / f"{split}.tsv", "\n".join(lines) + "\n")
     return root
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from workbook.files import atomic_write
+
 DEFAULT_METRICS = ("recall@1", "recall@10", "recall@100", "precision@10", "mrr@10", "map@100", "ndcg@10")
 _KINDS = ("recall", "precision", "mrr", "map", "ndcg")
 
@@ -401,10 +403,9 @@ def save_results(results: pd.DataFrame | Mapping, path) -> None:
     import json
     from pathlib import Path
 
-    from workbook.data import _atomic_write
 
     if isinstance(results, pd.DataFrame):
         text = results.to_json(orient="index", indent=1, double_precision=4)
     else:
         text = json.dumps(results, indent=1, default=float)
-    _atomic_write(Path(path), text + "\n")
+    atomic_write(Path(path), text + "\n")

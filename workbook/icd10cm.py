@@ -33,7 +33,6 @@ The build is deterministic: the same package version gives the same bytes (check
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import random
@@ -46,7 +45,6 @@ import pandas as pd
 from workbook.config import Config, default_config
 from workbook.data import (
     Dataset,
-    _atomic_write,
     equivalence_key,
     find_leakage,
     load_dataset,
@@ -54,6 +52,7 @@ from workbook.data import (
     save_dataset,
     subset,
 )
+from workbook.files import atomic_write, file_sha256
 
 BUILD_SEED = 42
 #: The build rules' version, written to each mode folder's ``.complete`` marker: a folder built by older rules is
@@ -311,11 +310,7 @@ def fast_subset(ds: Dataset, chapters: tuple[str, ...] = FAST_CHAPTERS) -> Datas
 
 def _write(ds: Dataset, folder: Path) -> None:
     save_dataset(ds, folder)
-    _atomic_write(folder / "lookalikes.jsonl", "".join(json.dumps(g) + "\n" for g in ds.extras["lookalikes"]))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    atomic_write(folder / "lookalikes.jsonl", "".join(json.dumps(g) + "\n" for g in ds.extras["lookalikes"]))
 
 
 def slice_counts(ds: Dataset) -> pd.DataFrame:
@@ -418,11 +413,11 @@ def write_case_study(out_dir: str | Path) -> Path:
     manifest = []
     for mode, ds in (("full", full), ("fast", fast)):
         _write(ds, out / mode)
-        manifest += [f"{_sha256(out / mode / f)}  {mode}/{f}" for f in _FILES]
-    _atomic_write(out / "DATASHEET.md", datasheet(full, fast, counts))
-    _atomic_write(out / "MANIFEST.sha256", "\n".join(manifest) + "\n")
+        manifest += [f"{file_sha256(out / mode / f)}  {mode}/{f}" for f in _FILES]
+    atomic_write(out / "DATASHEET.md", datasheet(full, fast, counts))
+    atomic_write(out / "MANIFEST.sha256", "\n".join(manifest) + "\n")
     for mode in ("full", "fast"):
-        _atomic_write(out / mode / ".complete", _marker())
+        atomic_write(out / mode / ".complete", _marker())
     return out
 
 
@@ -441,7 +436,8 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
     """Load the case study for ``cfg.mode``, building it into ``cfg.data_dir / "icd10cm"`` on first use.
 
     Returns:
-        The validated dataset; ``extras["lookalikes"]`` holds the lookalike groups.
+        The validated dataset; ``extras["lookalikes"]`` holds the lookalike groups, ``extras["slices"]`` the
+        query slices in display order.
     """
     cfg = cfg or default_config()
     folder = cfg.icd10cm_dir
@@ -450,6 +446,7 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
         write_case_study(folder.parent)
     ds = load_dataset(folder, name=f"icd10cm-{cfg.mode}")
     ds.extras["lookalikes"] = load_lookalikes(folder)
+    ds.extras["slices"] = list(SLICES)  # the slice order generic tables use (workbook.diagnose.metric_by_slice)
     return ds
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbook.config import Config
-from workbook.data import _atomic_write
+from workbook.files import atomic_write
 from workbook.memory import maxrss_mb
 
 RECORD = "notebooks.json"
@@ -68,7 +68,7 @@ def stamp(path: Path, mode: str) -> None:
     nb = json.loads(path.read_text(encoding="utf-8"))
     nb["metadata"][STAMP_KEY] = {"mode": mode, "code": source_hash(nb),
                                  "executed": datetime.date.today().isoformat()}  # fmt: skip
-    _atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def unlist_pending(path: Path) -> None:
@@ -78,7 +78,7 @@ def unlist_pending(path: Path) -> None:
         return
     record = json.loads(pending.read_text(encoding="utf-8"))
     if record.get("pending", {}).pop(path.name, None) is not None:
-        _atomic_write(pending, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        atomic_write(pending, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
 # One tqdm bar state: "desc:  50%|█████     | 2/4 [00:11<00:11,  5.59s/it]" (or "3/? [...]" without a total).
@@ -107,7 +107,7 @@ def strip_progress(path: Path) -> int:
         dropped += len(cell.get("outputs", [])) - len(kept)
         cell["outputs"] = kept
     if dropped:
-        _atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return dropped
 
 
@@ -181,7 +181,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             log(rec["stderr_tail"])
             break
     kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
-    _atomic_write(out, json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
+    atomic_write(out, json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
                                    "finished": datetime.datetime.now().isoformat(timespec="seconds"),
                                    "notebooks": [kept[k] for k in sorted(kept)]}, indent=1) + "\n")  # fmt: skip
     return records

@@ -1,7 +1,9 @@
-"""Dense retrieval: encode texts with a sentence-transformers model and search them exactly with faiss.
+"""Retrieval: dense (sentence-transformers + exact faiss search), BM25 (bm25s), hybrid (RRF) and cross-encoder
+reranking, each behind one interface, :class:`Retriever`: ``rank(queries, k)`` returns query id -> ranked doc ids.
 
 Embeddings are L2-normalised, so the inner product faiss computes is the cosine similarity. Search runs in query
-batches, so memory stays bounded (never a full query x doc matrix for large corpora).
+batches, so memory stays bounded (never a full query x doc matrix for large corpora). The functions
+:func:`dense_ranking`, :func:`bm25_ranking` and :func:`rerank` rank one split of a dataset with the same retrievers.
 """
 
 from __future__ import annotations
@@ -11,13 +13,33 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from workbook.config import Config
 from workbook.data import Dataset
+from workbook.files import atomic_save
+
+#: Query id -> doc ids, best first.
+Ranking = dict[str, list[str]]
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Anything that ranks a corpus for queries: dense, BM25, hybrid and reranked retrievers below, or your own.
+
+    A team adds a baseline to the pipeline or a notebook comparison by writing one class with these two members.
+    """
+
+    name: str
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """Query id -> the top-``k`` doc ids for each query text, best first."""
+        ...
 
 
 def model_fingerprint(model) -> str:
@@ -40,9 +62,7 @@ def _cache_key(model, texts: Iterable[str]) -> str:
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """``np.save`` through a temporary file and a rename, so a killed job never leaves a half-written cache file."""
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)
+    atomic_save(path, lambda tmp: np.save(tmp, array))
 
 
 def encode(
@@ -144,11 +164,27 @@ def dense_ranking(
     Returns:
         Query id -> top-``k`` doc ids.
     """
-    doc_emb = encode_cached(model, ds.doc_texts(), cache_dir, batch_size=batch_size, show_progress=show_progress)
-    queries = ds.split_queries(split)
-    q_emb = encode(model, list(queries.values()), batch_size=batch_size, show_progress=show_progress)
-    index = DenseIndex(doc_emb, ds.doc_ids())
-    return index.ranked(list(queries), q_emb, k)
+    return Dense(model, ds, cache_dir, batch_size, show_progress).rank(ds.split_queries(split), k)
+
+
+@dataclass
+class Dense:
+    """A :class:`Retriever`: the whole corpus embedded with ``model`` (cached under ``cache_dir`` when given), exact
+    cosine search."""
+
+    model: object
+    ds: Dataset
+    cache_dir: str | Path | None = None
+    batch_size: int = 64
+    show_progress: bool = False
+    name: str = "dense"
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """Query id -> top-``k`` doc ids (title + " " + text for docs)."""
+        doc_emb = encode_cached(self.model, self.ds.doc_texts(), self.cache_dir, batch_size=self.batch_size,
+                                show_progress=self.show_progress)  # fmt: skip
+        q_emb = encode(self.model, list(queries.values()), batch_size=self.batch_size, show_progress=self.show_progress)
+        return DenseIndex(doc_emb, self.ds.doc_ids()).ranked(list(queries), q_emb, k)
 
 
 # ------------------------------------------------------------------------------------------------ lexical + hybrid
@@ -194,9 +230,21 @@ class BM25Index:
 
 def bm25_ranking(ds: Dataset, split: str, k: int = 100, index: BM25Index | None = None) -> dict[str, list[str]]:
     """Rank the corpus with BM25 for every query of ``split``."""
-    index = index or BM25Index.from_dataset(ds)
-    queries = ds.split_queries(split)
-    return index.ranked(list(queries), list(queries.values()), k)
+    return BM25(ds, index).rank(ds.split_queries(split), k)
+
+
+@dataclass
+class BM25:
+    """A :class:`Retriever`: BM25 over the dataset's corpus (the index is built on first use unless given)."""
+
+    ds: Dataset
+    index: BM25Index | None = None
+    name: str = "BM25"
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """Query id -> top-``k`` doc ids; docs sharing no term with the query are left out."""
+        self.index = self.index or BM25Index.from_dataset(self.ds)
+        return self.index.ranked(list(queries), list(queries.values()), k)
 
 
 def rrf(rankings: Sequence[dict[str, Sequence[str]]], k: int = 100, c: int = 60) -> dict[str, list[str]]:
@@ -217,6 +265,19 @@ def rrf(rankings: Sequence[dict[str, Sequence[str]]], k: int = 100, c: int = 60)
                 scores[doc] = scores.get(doc, 0.0) + 1.0 / (c + rank)
         fused[qid] = [d for d, _ in sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]]
     return fused
+
+
+@dataclass
+class Hybrid:
+    """A :class:`Retriever`: the reciprocal rank fusion (:func:`rrf`) of other retrievers' top-``k`` lists."""
+
+    retrievers: Sequence[Retriever]
+    c: int = 60
+    name: str = "hybrid"
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """Query id -> top-``k`` fused doc ids."""
+        return rrf([r.rank(queries, k) for r in self.retrievers], k=k, c=self.c)
 
 
 # ------------------------------------------------------------------------------------------------ reranking
@@ -339,7 +400,11 @@ def rerank(
         cache_dir: when given, the scores are kept there as ``.npy`` under a key of the cross-encoder's weights and
             the (query, doc) pairs, so scoring the same candidates again (a re-run notebook) is a file read.
     """
-    queries = ds.split_queries(split)
+    return _rerank(cross_encoder, ds, ds.split_queries(split), candidates, depth, batch_size, show_progress, cache_dir)
+
+
+def _rerank(cross_encoder, ds: Dataset, queries: Mapping[str, str], candidates: Mapping[str, Sequence[str]], depth: int,
+            batch_size: int, show_progress: bool, cache_dir: str | Path | None) -> Ranking:  # fmt: skip
     pairs, spans = [], {}
     for qid, text in queries.items():
         head = list(candidates.get(qid, []))[:depth]
@@ -362,3 +427,24 @@ def rerank(
         order = sorted(range(len(head)), key=lambda i: (-float(s[i]), i))
         out[qid] = [head[i] for i in order] + list(candidates.get(qid, []))[depth:]
     return out
+
+
+@dataclass
+class Reranked:
+    """A :class:`Retriever`: a first-stage retriever's top ``depth`` re-scored by a cross-encoder (the rest keep
+    their order after them); scores cached under ``cache_dir`` when given."""
+
+    cross_encoder: object
+    first_stage: Retriever
+    ds: Dataset
+    depth: int = 30
+    cache_dir: str | Path | None = None
+    batch_size: int = 64
+    show_progress: bool = False
+    name: str = "reranker"
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """Query id -> the first stage's top-``k``, its head reranked."""
+        candidates = self.first_stage.rank(queries, k)
+        return _rerank(self.cross_encoder, self.ds, queries, candidates, self.depth, self.batch_size,
+                       self.show_progress, self.cache_dir)  # fmt: skip

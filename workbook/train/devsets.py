@@ -1,0 +1,89 @@
+"""Dev-split scoring while and after training: candidate pools, the evaluator, whole-corpus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from workbook.config import Config
+from workbook.data import Dataset
+from workbook.evaluate import evaluate_ranking
+from workbook.models import load_model
+from workbook.retrieval import BM25Index, DenseIndex, bm25_ranking, dense_ranking, encode, encode_cached
+
+# ------------------------------------------------------------------------------------------------ dev evaluation
+
+
+def dev_candidates(cfg: Config, ds: Dataset, model, split: str = "dev", n: int | None = None) -> list[str]:
+    """Doc ids of the in-training dev corpus: every gold doc of ``split`` plus, per query, the base ``model``'s and
+    BM25's top ``n`` (``cfg.dev_eval_candidates``).
+
+    Encoding 74,714 docs at every evaluation would cost minutes on CPU; the candidates keep what matters for ranking
+    (the gold docs and the distractors a retriever actually confuses them with). Final dev numbers use the full corpus.
+    """
+    n = n or cfg.dev_eval_candidates
+    keep = {d for docs in ds.qrels[split].values() for d, s in docs.items() if s > 0}
+    dense = dense_ranking(model, ds, split, k=n, cache_dir=cfg.cache_dir / "embeddings", show_progress=False)
+    lexical = bm25_ranking(ds, split, k=n, index=BM25Index.from_dataset(ds))
+    for run in (dense, lexical):
+        for docs in run.values():
+            keep.update(docs)
+    return [d for d in ds.doc_ids() if d in keep]
+
+
+def dev_evaluator(cfg: Config, ds: Dataset, model, split: str = "dev", name: str = "dev"):
+    """sentence-transformers' ``InformationRetrievalEvaluator`` over ``split`` on :func:`dev_candidates`."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    docs = dev_candidates(cfg, ds, model, split)
+    return InformationRetrievalEvaluator(
+        queries=ds.split_queries(split),
+        corpus={d: ds.doc_text(d) for d in docs},
+        relevant_docs=ds.relevant(split),
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1, 10],
+        precision_recall_at_k=[10],
+        map_at_k=[100],
+        batch_size=cfg.batch_size,
+        name=name,
+        write_csv=False,
+    )
+
+
+def full_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev") -> dict[str, float]:
+    """Recall@1/10/100, MRR@10 and nDCG@10 on ``split`` over the whole corpus (corpus embeddings cached)."""
+    ranked = dense_ranking(model, ds, split, k=cfg.top_k, cache_dir=cfg.cache_dir / "embeddings", show_progress=False)
+    res = evaluate_ranking(ranked, ds.qrels[split], ["recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"])
+    return {k: round(float(v), 4) for k, v in res.summary().items()}
+
+
+def candidate_dev_metrics(
+    cfg: Config, ds: Dataset, model, split: str = "dev", base=None, docs: Sequence[str] | None = None
+) -> dict[str, float]:
+    """The metrics of :func:`full_dev_metrics`, over :func:`dev_candidates` (chosen by ``base``) instead of the corpus.
+
+    About a quarter of the full corpus in the case study, so four times cheaper to encode: for comparing many runs on
+    one footing (every run and the base scored on the same candidates). Absolute values are higher than over the whole
+    corpus, because the distractors are fewer.
+    """
+    if docs is None:
+        docs = dev_candidates(cfg, ds, base or load_model(cfg.base_model, cfg), split)
+    doc_emb = encode_cached(model, [ds.doc_text(d) for d in docs], cfg.cache_dir / "embeddings", show_progress=False)
+    query_ids = sorted(ds.qrels[split])
+    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
+    ranked = DenseIndex(doc_emb, docs).ranked(query_ids, q_emb, cfg.top_k)
+    res = evaluate_ranking(ranked, ds.qrels[split], ["recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"])
+    return {k: round(float(v), 4) for k, v in res.summary().items()}
+
+
+def _dev_metrics(cfg: Config, ds: Dataset, model, split: str, scope: str, base) -> tuple[dict[str, float], str]:
+    """Dev metrics of ``model`` and a sentence saying over what they were computed."""
+    if scope == "candidates":
+        docs = dev_candidates(cfg, ds, base, split)
+        n = len(docs)
+        return candidate_dev_metrics(cfg, ds, model, split, docs=docs), (
+            f"{ds.name} {split} split, {n} candidate docs (gold + base model's and BM25's top "
+            f"{cfg.dev_eval_candidates}), exact cosine"
+        )
+    scope = f"{ds.name} {split} split, whole corpus ({len(ds.corpus)} docs), exact cosine"
+    return full_dev_metrics(cfg, ds, model, split), scope

@@ -1,0 +1,156 @@
+"""One fine-tuning run with sentence-transformers' trainer: arguments, checkpoints, best model, resume."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workbook.config import Config, seed_everything
+from workbook.memory import plan_training_memory
+from workbook.train.recipes import (
+    DEFAULT_RECIPE,
+    LOSSES,
+    Recipe,
+    _add_lora,
+    _merge_lora,
+    build_loss,
+    get_recipe,
+    trainable_parameters,
+)
+
+
+@dataclass
+class TrainedModel:
+    """A fine-tuned model: the loaded model, its saved folder and its card."""
+
+    model: object
+    path: Path
+    card: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def training_arguments(
+    cfg: Config,
+    recipe: Recipe,
+    output_dir: str | Path,
+    eval_steps: int | None = None,
+    evaluator=None,
+    max_steps: int = -1,
+    show_progress: bool = True,
+):
+    """The trainer settings of a run: no-duplicates batches, warm-up, seeds, and (with an evaluator) dev evaluation
+    plus a checkpoint every ``eval_steps`` with the best one by dev nDCG@10 kept; bf16 on a GPU that supports it."""
+    import torch
+    from sentence_transformers.sentence_transformer import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    eval_steps = eval_steps or cfg.train_eval_steps
+    cuda = torch.cuda.is_available()
+    name = getattr(evaluator, "name", "") or "dev"
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=recipe.epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers >= 5)
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=f"eval_{name}_cosine_ndcg@10" if evaluator is not None else None,
+        greater_is_better=True,
+        logging_steps=max(1, eval_steps // 2),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=cuda,
+        report_to="none",
+        disable_tqdm=not show_progress,
+    )
+
+
+def fine_tune(
+    cfg: Config,
+    base,
+    train_data,
+    out_dir: str | Path,
+    recipe: str | Recipe = DEFAULT_RECIPE,
+    evaluator=None,
+    eval_steps: int | None = None,
+    max_steps: int = -1,
+    callbacks: Sequence = (),
+    show_progress: bool = True,
+) -> TrainedModel:
+    """Fine-tune a copy of ``base`` on ``train_data`` and save it to ``out_dir/model``.
+
+    Checkpoints go to ``out_dir/checkpoints`` every ``eval_steps`` (with a dev evaluation when ``evaluator`` is given,
+    keeping the best by dev nDCG@10); if checkpoints are already there, training resumes from the last one.
+
+    Args:
+        cfg: the run config (seed; GPU used automatically when present).
+        base: the SentenceTransformer to start from (not modified).
+        train_data: a ``datasets.Dataset`` with ``anchor``, ``positive`` and optional ``negative_*`` columns.
+        out_dir: the run folder.
+        recipe: a name from :data:`RECIPES` or a :class:`Recipe`.
+        evaluator: a sentence-transformers evaluator run every ``eval_steps`` (e.g. :func:`dev_evaluator`).
+        eval_steps: steps between evaluations/checkpoints (default ``cfg.train_eval_steps``).
+        max_steps: stop after this many steps (``-1``: ``recipe.epochs`` epochs).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+
+    Returns:
+        The trained model (best checkpoint when an evaluator was given), its folder and the training log.
+    """
+    from sentence_transformers.sentence_transformer import SentenceTransformerTrainer
+
+    recipe = get_recipe(recipe)
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    model = copy.deepcopy(base)
+    # The trainer seeds only when it is built, after the model: seed here so the LoRA adapter's random
+    # initialisation (and anything else drawn before training) is the same on every run with this seed.
+    seed_everything(cfg.seed)
+    if recipe.lora:
+        _add_lora(model, recipe)
+    trainable, total = trainable_parameters(model)
+    columns = {c: list(train_data[c]) for c in train_data.column_names}
+    cached = recipe.mini_batch_size if LOSSES[recipe.loss].caches_gradients else None
+    memory_plan = plan_training_memory(model, columns, recipe.batch_size, cfg.train_memory_mb, cached)
+    args = training_arguments(cfg, recipe, ckpt_dir, eval_steps, evaluator, max_steps, show_progress)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        loss=build_loss(model, recipe, memory_plan["mini_batch"]),
+        evaluator=evaluator,
+        callbacks=list(callbacks),
+    )
+    resume = any(ckpt_dir.glob("checkpoint-*"))
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    if recipe.lora:
+        _merge_lora(model)
+    final = out / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    model.save_pretrained(str(final))
+    state = trainer.state
+    card = {
+        "recipe": asdict(recipe),
+        "rows": len(train_data),
+        "steps": state.global_step,
+        "resumed": resume,
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "train_seconds": round(output.metrics["train_runtime"], 1),  # this process only, when resumed
+        "rows_per_second": round(output.metrics["train_samples_per_second"], 2),
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "best_dev_ndcg@10_candidates": state.best_metric,
+        "memory_plan": memory_plan,
+    }
+    return TrainedModel(model=model, path=final, card=card, history=list(state.log_history))
