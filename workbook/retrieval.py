@@ -23,6 +23,7 @@ import numpy as np
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_save
+from workbook.models import MINILM, ModelNotAvailableError, model_path
 
 #: Query id -> doc ids, best first.
 Ranking = dict[str, list[str]]
@@ -326,8 +327,6 @@ def train_reranker(
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
-    from workbook.models import MINILM, model_path
-
     out = Path(out_dir)
     model = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=128, local_files_only=True)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
@@ -365,8 +364,6 @@ def load_reranker(
         ModelNotAvailableError: ``cfg.reranker`` is not a local folder.
     """
     from sentence_transformers.cross_encoder import CrossEncoder
-
-    from workbook.models import ModelNotAvailableError
 
     if cfg.reranker:
         if not Path(cfg.reranker).is_dir():
@@ -448,3 +445,24 @@ class Reranked:
         candidates = self.first_stage.rank(queries, k)
         return _rerank(self.cross_encoder, self.ds, queries, candidates, self.depth, self.batch_size,
                        self.show_progress, self.cache_dir)  # fmt: skip
+
+
+@dataclass
+class Remembered:
+    """A :class:`Retriever` that keeps its last ranking: a hybrid and the run of one of its parts then rank the same
+    queries once (the pipeline reports both)."""
+
+    inner: Retriever
+    _last: tuple = ((), None)
+
+    @property
+    def name(self) -> str:
+        """The wrapped retriever's name."""
+        return self.inner.name
+
+    def rank(self, queries: Mapping[str, str], k: int) -> Ranking:
+        """The wrapped retriever's ranking, computed once per (queries, k)."""
+        key = (tuple(queries.items()), k)
+        if self._last[0] != key:
+            self._last = (key, self.inner.rank(queries, k))
+        return self._last[1]

@@ -11,27 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbook.data import Dataset, equivalence_key, normalize_query
+from workbook.data import Dataset, equivalence_key, lexical_overlap
 from workbook.retrieval import BM25Index, DenseIndex, encode, encode_cached
 
 #: The filters, in the order they run (a query is counted under the first filter that drops it).
 FILTERS = ("format", "copy", "duplicate", "overlap", "round-trip", "leakage")
 
-_STOPWORDS = {"of", "and", "or", "the", "with", "without", "in", "to", "a", "an", "for", "on", "by", "due", "other"}
 _SCAFFOLD = re.compile(r"\b(?:diagnosis|other names|passage|search queries|queries|entry)\s*:", re.IGNORECASE)
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in normalize_query(text).split() if w not in _STOPWORDS and w != "nos"}
-
-
-def lexical_overlap(query: str, passage: str) -> float:
-    """Jaccard overlap of the content words of ``query`` and ``passage`` (0 = none shared, 1 = same words).
-
-    The same measure the case study uses for its ``colloquial`` slice (under 0.25 with every relevant doc).
-    """
-    a, b = _content_words(query), _content_words(passage)
-    return len(a & b) / len(a | b) if a | b else 0.0
 
 
 @dataclass(frozen=True)

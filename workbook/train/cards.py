@@ -98,7 +98,7 @@ def load_or_train(
     """
     from sentence_transformers import SentenceTransformer
 
-    from workbook.icd10cm import load_icd10cm
+    from workbook.icd10cm import load_icd10cm  # only when no dataset is given: the case study is the default
 
     recipe = get_recipe(recipe)
     ds = ds or load_icd10cm(cfg)

@@ -69,7 +69,7 @@ def training_data(
         parts.append(load_or_mine_training_set(cfg, ds, model))
     if source in {"synthetic", "both"}:
         if synthetic_pairs is None:
-            from workbook.synth import load_synthetic_pairs
+            from workbook.synth import load_synthetic_pairs  # lazy: the synth package loads llama.cpp helpers
 
             synthetic_pairs = load_synthetic_pairs(cfg, ds)
         syn = synthetic_dataset(ds, synthetic_pairs)

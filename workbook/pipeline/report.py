@@ -1,213 +1,24 @@
-"""The run report: ``RUN_DIR/report.md`` and a self-contained ``RUN_DIR/report.html``, from the steps' JSON outputs.
-
-Every number comes from a step's ``result.json`` (or another JSON file the step wrote); figures are drawn from those
-files too, saved under ``RUN_DIR/figures/`` (linked from the markdown, embedded as PNG data URIs in the HTML).
-The report is a list of blocks rendered twice, so both files always say the same.
-"""
+"""The run report, ``report.md`` and a self-contained ``report.html``: every number read from the steps' JSON files."""
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
-from workbook.data import _atomic_write
-from workbook.pipeline import (
-    MANIFEST,
-    RESULT,
-    RUN_FILE,
-    STEPS,
-    UNHASHED,
-    PipelineSettings,
-    dev_note,
-    frame_from_json,
-    read_json,
-)
+from workbook.evaluate import PairedComparison
+from workbook.files import atomic_write, read_json
+from workbook.pipeline.devsplit import dev_note
+from workbook.pipeline.render import Block, fmt, render_html, render_markdown
+from workbook.pipeline.settings import UNHASHED, PipelineSettings
+from workbook.pipeline.store import MANIFEST, RESULT, RUN_FILE, frame_from_json
 
 FIGURES = "figures"
-_DIGITS = 4
-
-
-@dataclass
-class Block:
-    """One piece of the report: ``kind`` is h1, h2, h3, p, list, table, figure or pre."""
-
-    kind: str
-    content: object
-    caption: str = ""
-
-
-# ------------------------------------------------------------------------------------------------ formatting
-
-
-def fmt(value, digits: int = _DIGITS) -> str:
-    """A cell as text: floats with ``digits`` decimals, integers as they are, missing values as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-#: Rows holding counts in otherwise metric tables (e.g. ``by_slice``'s last row): shown without decimals.
-COUNT_ROWS = ("queries", "queries measured")
-
-
-def _cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text (see :func:`fmt`); rows of :data:`COUNT_ROWS` as whole numbers."""
-    out = frame.astype(object).map(fmt)
-    for row in COUNT_ROWS:
-        if row in frame.index:
-            out.loc[row] = [fmt(int(v)) if isinstance(v, float) and math.isfinite(v) else fmt(v)
-                            for v in frame.loc[row].tolist()]  # fmt: skip
-    return out
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of ``frame`` (index as the first column; floats to 4 decimals)."""
-    head = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
-    for idx, row in _cells(frame).iterrows():
-        cells = [str(idx)] + row.tolist()
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def html_table(frame: pd.DataFrame) -> str:
-    """The same table as HTML (pandas ``to_html``, same number format)."""
-    return _cells(frame).to_html(border=0, classes="t", escape=True)
-
-
-def render_markdown(blocks: list[Block], run_dir: Path) -> str:
-    """The report as markdown (figures as relative links)."""
-    out = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(b.kind[1]) + " " + str(b.content))
-        elif b.kind == "p":
-            out.append(str(b.content))
-        elif b.kind == "list":
-            out.append("\n".join(f"- {item}" for item in b.content))
-        elif b.kind == "table":
-            out.append((f"*{b.caption}*\n\n" if b.caption else "") + markdown_table(b.content))
-        elif b.kind == "figure":
-            out.append(f"![{b.caption}]({Path(b.content).relative_to(run_dir).as_posix()})")
-        elif b.kind == "pre":
-            out.append("```\n" + str(b.content) + "\n```")
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table.t { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-table.t th, table.t td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
-table.t th:first-child, table.t td:first-child, table.t tbody th { text-align: left; }
-img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
-.caption { font-style: italic; color: #555; }
-"""
-
-
-def render_html(blocks: list[Block], title: str) -> str:
-    """The report as one self-contained HTML page (figures embedded as PNG data URIs)."""
-    body = []
-    for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
-            body.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
-        elif b.kind == "p":
-            body.append(f"<p>{_inline(str(b.content))}</p>")
-        elif b.kind == "list":
-            body.append("<ul>" + "".join(f"<li>{_inline(str(i))}</li>" for i in b.content) + "</ul>")
-        elif b.kind == "table":
-            cap = f'<p class="caption">{html.escape(b.caption)}</p>' if b.caption else ""
-            body.append(cap + html_table(b.content))
-        elif b.kind == "figure":
-            data = base64.b64encode(Path(b.content).read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")  # fmt: skip
-        elif b.kind == "pre":
-            body.append(f"<pre>{html.escape(str(b.content))}</pre>")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
-
-
-def _inline(text: str) -> str:
-    """Markdown's **bold** and `code` in a paragraph, as HTML."""
-    import re
-
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-# ------------------------------------------------------------------------------------------------ figures
-
-
-def _save(fig, folder: Path, name: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    tmp = folder / f".{name}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def figure_methods(ci: pd.DataFrame, highlight: str, folder: Path, title: str) -> Path:
-    """Recall@10 and nDCG@10 per method with 95% CIs, side by side."""
-    import matplotlib.pyplot as plt
-
-    from workbook.plots import ci_bars, set_style
-
-    set_style()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(ci) + 1.8), sharey=True)
-    for ax, metric in zip(axes, ("recall@10", "ndcg@10"), strict=True):
-        ci_bars(ci, metric, ax=ax, highlight=highlight, title=metric)
-    fig.suptitle(title, fontweight="bold")
-    return _save(fig, folder, "methods")
-
-
-def figure_slices(slices: pd.DataFrame, methods: list[str], folder: Path, title: str) -> Path:
-    """Recall@10 per slice for a few methods (grouped bars)."""
-    from workbook.icd10cm import SLICES
-    from workbook.plots import bar_counts
-
-    known = [s for s in SLICES if s in slices.columns]
-    order = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
-    frame = slices.drop(index="queries").loc[methods, order].T
-    ax = bar_counts(frame, title=title, ylabel="Recall@10")
-    ax.figure.set_size_inches(max(7.5, 1.5 * len(frame)), 4.2)
-    return _save(ax.figure, folder, "slices")
-
-
-def figure_truncation(trunc: pd.DataFrame, folder: Path, title: str) -> Path:
-    """Recall@10 against embedding size, base vs fine-tuned."""
-    from workbook.plots import metric_lines
-
-    cols = [c for c in trunc.columns if c.endswith("recall@10")]
-    frame = trunc[cols].rename(columns=lambda c: c.removesuffix(" recall@10")).sort_index()
-    ax = metric_lines(frame, title=title, xlabel="embedding dimensions (first k, renormalised)", ylabel="Recall@10",
-                      logx=True)  # fmt: skip
-    return _save(ax.figure, folder, "truncation")
-
-
-def figure_umap(points: pd.DataFrame, when: str, folder: Path, title: str) -> Path:
-    """The lookalike groups on the UMAP map (``when``: before/after)."""
-    from workbook.plots import lookalike_maps
-
-    frame = points.rename(columns={f"x_{when}": "x", f"y_{when}": "y"})
-    axes = lookalike_maps(frame, title=title)
-    return _save(axes[0].figure, folder, f"umap_{when}")
-
-
-# ------------------------------------------------------------------------------------------------ the report
+#: The steps whose outputs the report reads, in order.
+STEP_NAMES = ("01_validate", "02_baselines", "03_synthetic", "04_negatives", "05_finetune", "06_evaluate",
+              "07_forgetting", "08_decision")  # fmt: skip
 
 
 def _result(run_dir: Path, step: str) -> dict:
@@ -216,10 +27,6 @@ def _result(run_dir: Path, step: str) -> dict:
 
 def _p_text(row: dict) -> str:
     """A saved paired comparison's p-value as prose writes it (``p ≤ 0.001`` at the test's floor)."""
-    from dataclasses import fields
-
-    from workbook.evaluate import PairedComparison
-
     names = {f.name for f in fields(PairedComparison)}
     return PairedComparison(**{k: v for k, v in row.items() if k in names}).p_text
 
@@ -276,8 +83,11 @@ def _gate_blocks(gate: dict) -> list[Block]:
     return out
 
 
-def _settings_table(run: dict) -> pd.DataFrame:
-    used = sorted({k for s in STEPS for k in s.uses} - UNHASHED)
+def _settings_table(run: dict, run_dir: Path) -> pd.DataFrame:
+    """Every setting some step's result depends on (the keys its manifest hashed), its value, and whether it was
+    changed from the default."""
+    hashed = {k for step in STEP_NAMES for k in read_json(run_dir / step / MANIFEST)["inputs"]["settings"]}
+    used = sorted(hashed - UNHASHED)
     defaults = PipelineSettings()
     rows = []
     for key in used:
@@ -299,6 +109,8 @@ def _shown_path(path: str) -> str:
 
 def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     """The report's blocks and title, read from the run folder's step outputs (figures drawn into ``figures/``)."""
+    from workbook.pipeline import figures  # lazy: matplotlib takes seconds to import, and only drawing needs it
+
     run_dir = Path(run_dir)
     figs = run_dir / FIGURES
     run = read_json(run_dir / RUN_FILE)
@@ -365,7 +177,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     b.append(
         Block(
             "figure",
-            figure_methods(ci, ev["best_tuned"], figs, f"Test: every method with 95% CIs ({valid['dataset']})"),
+            figures.figure_methods(ci, ev["best_tuned"], figs, f"Test: every method with 95% CIs ({valid['dataset']})"),
             caption="methods on test with 95% CIs",
         )
     )
@@ -382,7 +194,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
         b.append(Block("h3", "By slice (test Recall@10)"))
         b.append(Block("table", slices, caption="last row: queries per slice"))
         shown = list(dict.fromkeys([ev["base_method"], "BM25", ev["best_cheap"], "fine-tuned", ev["best_tuned"]]))
-        b.append(Block("figure", figure_slices(slices, shown, figs, "Test Recall@10 by slice"),
+        b.append(Block("figure", figures.figure_slices(slices, shown, figs, "Test Recall@10 by slice"),
                        caption="Recall@10 by slice"))  # fmt: skip
 
     # -- training data
@@ -422,7 +234,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     b.append(Block("p", "Recall@10 and nDCG@10 on test when only the first k dimensions are kept (renormalised); "
                         "a Matryoshka recipe is trained to keep quality at small k."))  # fmt: skip
     b.append(Block("table", trunc))
-    b.append(Block("figure", figure_truncation(trunc, figs, "Test Recall@10 by embedding size"),
+    b.append(Block("figure", figures.figure_truncation(trunc, figs, "Test Recall@10 by embedding size"),
                    caption="truncation curve"))  # fmt: skip
 
     # -- lookalikes
@@ -444,7 +256,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
             )
             for when in ("before", "after"):
                 label = "base model" if when == "before" else "fine-tuned model"
-                b.append(Block("figure", figure_umap(points, when, figs, f"Lookalike groups, {label}"),
+                b.append(Block("figure", figures.figure_umap(points, when, figs, f"Lookalike groups, {label}"),
                                caption=f"UMAP {when} fine-tuning"))  # fmt: skip
 
     # -- forgetting
@@ -476,7 +288,7 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
                        caption="a cached step was skipped: its inputs had not changed; peak RSS is "
                                f"{scope}, from the run in which it ran"))  # fmt: skip
     b.append(Block("h2", "Settings"))
-    b.append(Block("table", _settings_table(run)))
+    b.append(Block("table", _settings_table(run, run_dir)))
     b.append(Block("p", f"Log: `{run_dir / 'run.log'}`. Each step's outputs: `{run_dir}/<NN_step>/result.json`."))
     return b, title
 
@@ -490,6 +302,6 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     blocks, title = build_report(run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    _atomic_write(md, render_markdown(blocks, run_dir))
-    _atomic_write(page, render_html(blocks, title))
+    atomic_write(md, render_markdown(blocks, run_dir))
+    atomic_write(page, render_html(blocks, title))
     return md, page

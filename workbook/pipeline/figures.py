@@ -1,0 +1,54 @@
+"""The report's figures, drawn from the steps' JSON outputs and saved as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from workbook.files import atomic_save
+from workbook.icd10cm import SLICES
+from workbook.plots import bar_counts, ci_bars, lookalike_maps, metric_lines, set_style
+
+
+def _save(fig, folder: Path, name: str) -> Path:
+    path = atomic_save(folder / f"{name}.png", fig.savefig)
+    plt.close(fig)
+    return path
+
+
+def figure_methods(ci: pd.DataFrame, highlight: str, folder: Path, title: str) -> Path:
+    """Recall@10 and nDCG@10 per method with 95% CIs, side by side."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(ci) + 1.8), sharey=True)
+    for ax, metric in zip(axes, ("recall@10", "ndcg@10"), strict=True):
+        ci_bars(ci, metric, ax=ax, highlight=highlight, title=metric)
+    fig.suptitle(title, fontweight="bold")
+    return _save(fig, folder, "methods")
+
+
+def figure_slices(slices: pd.DataFrame, methods: list[str], folder: Path, title: str) -> Path:
+    """Recall@10 per slice for a few methods (grouped bars)."""
+    known = [s for s in SLICES if s in slices.columns]
+    order = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
+    frame = slices.drop(index="queries").loc[methods, order].T
+    ax = bar_counts(frame, title=title, ylabel="Recall@10")
+    ax.figure.set_size_inches(max(7.5, 1.5 * len(frame)), 4.2)
+    return _save(ax.figure, folder, "slices")
+
+
+def figure_truncation(trunc: pd.DataFrame, folder: Path, title: str) -> Path:
+    """Recall@10 against embedding size, base vs fine-tuned."""
+    cols = [c for c in trunc.columns if c.endswith("recall@10")]
+    frame = trunc[cols].rename(columns=lambda c: c.removesuffix(" recall@10")).sort_index()
+    ax = metric_lines(frame, title=title, xlabel="embedding dimensions (first k, renormalised)", ylabel="Recall@10",
+                      logx=True)  # fmt: skip
+    return _save(ax.figure, folder, "truncation")
+
+
+def figure_umap(points: pd.DataFrame, when: str, folder: Path, title: str) -> Path:
+    """The lookalike groups on the UMAP map (``when``: before/after)."""
+    frame = points.rename(columns={f"x_{when}": "x", f"y_{when}": "y"})
+    axes = lookalike_maps(frame, title=title)
+    return _save(axes[0].figure, folder, f"umap_{when}")
