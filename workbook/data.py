@@ -22,8 +22,6 @@ import pandas as pd
 from workbook.config import Config, default_config
 from workbook.files import atomic_write, jsonl_text
 
-_atomic_write = atomic_write  # the old private name, still imported by some modules
-
 SPLITS = ("train", "dev", "test")
 _QRELS_HEADER = ("query-id", "corpus-id", "score")
 _MAX_REPORTED = 25
