@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -26,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from workbook.config import Config
-from workbook.files import atomic_write
+from workbook.files import read_json, write_json
 from workbook.memory import maxrss_mb
 
 RECORD = "notebooks.json"
@@ -65,10 +64,10 @@ def source_hash(nb: dict) -> str:
 
 def stamp(path: Path, mode: str) -> None:
     """Record in the notebook's metadata that its outputs come from a complete run of its current code in ``mode``."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = read_json(path)
     nb["metadata"][STAMP_KEY] = {"mode": mode, "code": source_hash(nb),
                                  "executed": datetime.date.today().isoformat()}  # fmt: skip
-    atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    write_json(path, nb)
 
 
 def unlist_pending(path: Path) -> None:
@@ -76,9 +75,9 @@ def unlist_pending(path: Path) -> None:
     pending = path.parent / PENDING
     if not pending.is_file():
         return
-    record = json.loads(pending.read_text(encoding="utf-8"))
+    record = read_json(pending)
     if record.get("pending", {}).pop(path.name, None) is not None:
-        atomic_write(pending, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_json(pending, record)
 
 
 # One tqdm bar state: "desc:  50%|█████     | 2/4 [00:11<00:11,  5.59s/it]" (or "3/? [...]" without a total).
@@ -97,7 +96,7 @@ def strip_progress(path: Path) -> int:
     Committed outputs show results, not machinery: a full run writes hundreds of bar states ("Loading weights",
     "re-embed docs") that bury the cell's result. Anything else on stderr (a warning, a traceback) is kept.
     """
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = read_json(path)
     dropped = 0
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
@@ -107,14 +106,14 @@ def strip_progress(path: Path) -> int:
         dropped += len(cell.get("outputs", [])) - len(kept)
         cell["outputs"] = kept
     if dropped:
-        atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        write_json(path, nb)
     return dropped
 
 
 def freshness(path: Path) -> str:
     """``"fresh"`` (stamped by a full run of the current code), ``"stale"`` (stamped, code changed since) or
     ``"unstamped"``."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = read_json(path)
     got = nb.get("metadata", {}).get(STAMP_KEY)
     if not got or got.get("mode") != "full":
         return "unstamped"
@@ -157,7 +156,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     copies = out.parent / "executed-notebooks" if cfg.fast else None
     kept: dict[str, dict] = {}
     if out.is_file():
-        kept = {r["notebook"]: r for r in json.loads(out.read_text()).get("notebooks", [])}
+        kept = {r["notebook"]: r for r in read_json(out).get("notebooks", [])}
     previous = {name: r["seconds"] for name, r in kept.items()}
     paths = notebook_paths(cfg, names)
     records: list[dict] = []
@@ -181,7 +180,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             log(rec["stderr_tail"])
             break
     kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
-    atomic_write(out, json.dumps({"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
-                                   "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                                   "notebooks": [kept[k] for k in sorted(kept)]}, indent=1) + "\n")  # fmt: skip
+    write_json(out, {"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
+                     "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                     "notebooks": [kept[k] for k in sorted(kept)]})  # fmt: skip
     return records

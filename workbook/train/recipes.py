@@ -67,6 +67,11 @@ def _ranking_loss(model, mini_batch_size: int | None):
     return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
 
 
+def _cached_mnrl(model, recipe: Recipe, mini_batch_size: int | None):
+    """GradCache MNRL in the recipe's mini-batches, or the memory plan's when those are smaller."""
+    return _ranking_loss(model, min(recipe.mini_batch_size, mini_batch_size or recipe.mini_batch_size))
+
+
 def _matryoshka(model, recipe: Recipe, mini_batch_size: int | None):
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
@@ -76,8 +81,7 @@ def _matryoshka(model, recipe: Recipe, mini_batch_size: int | None):
 #: The losses a recipe can name. A new loss is one entry here; a new recipe is one entry of :data:`RECIPES`.
 LOSSES: dict[str, Loss] = {
     "mnrl": Loss(lambda model, recipe, mini: _ranking_loss(model, mini)),
-    "cached-mnrl": Loss(lambda model, recipe, mini: _ranking_loss(model, min(recipe.mini_batch_size, mini or 1 << 30)),
-                        caches_gradients=True),  # fmt: skip
+    "cached-mnrl": Loss(_cached_mnrl, caches_gradients=True),
     "matryoshka": Loss(_matryoshka),
 }
 
