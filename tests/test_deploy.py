@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from workbook import deploy as dp
+from workbook.cards import read_card
 from workbook.config import get_config
 from workbook.data import save_dataset, subset
 from workbook.icd10cm import load_icd10cm
@@ -143,6 +144,21 @@ def test_registry_cards_and_reload(built, models):
     assert dp.model_fingerprint(reg.load("v2")) == card.fingerprint
     table = reg.table()
     assert list(table.index) == ["v1", "v2"] and not table["promoted"].any()
+
+
+def test_registering_a_trained_model_keeps_its_training_card_in_the_one_card_file(dep, models):
+    training = {"base_model": MINILM, "data": {"sha256": "feed42", "rows": 8}, "dev_metrics": {"recall@10": 0.61},
+                "recipe": {"name": "mnrl", "loss": "mnrl"}, "created": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    card = dep.registry.register("v3", models["v2"], card=training, notes="from a training card")
+    assert (card.base_model, card.train_data_hash, card.metrics) == (MINILM, "feed42", {"recall@10": 0.61})
+    assert card.recipe == training["recipe"]
+    on_disk = read_card(dep.registry.path("v3"))  # the same reader training uses: one card format
+    assert dp.CARD_FILE == "workbook_card.json" and on_disk["training"] == training
+    assert {k: on_disk[k] for k in card.to_dict()} == card.to_dict()
+    explicit = dep.registry.register("v4", models["v2"], card=training, metrics={"recall@10": 0.7})
+    assert explicit.metrics == {"recall@10": 0.7}  # an argument given wins over the card
+    with pytest.raises(dp.DeployError, match="pass base_model"):
+        dep.registry.register("v5", models["v2"])
 
 
 def test_registry_refuses_bad_writes_and_reports_bad_files(dep, models):
@@ -370,17 +386,17 @@ def test_rollback_refuses_when_alias_was_switched_by_hand(dep):
 def test_guard_refuses_another_model(dep, models, cfg):
     dep.promote("v1")
     with pytest.raises(dp.ModelMismatchError, match=r"behind alias 'production'.*version 'v1'"):
-        dp.Retriever(dep, "production", models["v2"])
+        dp.GuardedSearch(dep, "production", models["v2"])
     mpnet = load_model(MPNET, cfg)
     with pytest.raises(dp.ModelMismatchError, match=r"384-d\); the query model .* \(768-d\)"):
-        dp.Retriever(dep, "production", mpnet)
+        dp.GuardedSearch(dep, "production", mpnet)
     with pytest.raises(dp.ModelMismatchError, match="registered with"):
         dep.reembed("v1", ["a"], ["text"], model=models["v2"])
 
 
 def test_guard_catches_a_cutover_under_a_bound_retriever(dep, models):
     dep.promote("v1")
-    serving = dp.Retriever(dep, "production", models["v1"])
+    serving = dp.GuardedSearch(dep, "production", models["v1"])
     assert serving.search(["type 2 diabetes"], k=3)
     dep.promote("v2", force=True)
     with pytest.raises(dp.ModelMismatchError, match="docs-v2"):
@@ -431,7 +447,7 @@ def test_alias_to_a_collection_without_deploy_metadata(dep, models):
         qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name="handmade", alias_name="production"))
     ])  # fmt: skip
     with pytest.raises(dp.DeployError, match="'handmade' has no deployment metadata"):
-        dp.Retriever(dep, "production", models["v1"])
+        dp.GuardedSearch(dep, "production", models["v1"])
 
 
 def test_half_built_collection_is_never_promoted_or_served(bare, ds, models):
@@ -442,7 +458,7 @@ def test_half_built_collection_is_never_promoted_or_served(bare, ds, models):
     with pytest.raises(dp.IncompleteCollectionError, match=r"half-built.*16 of 64"):
         bare.promote("v2")
     with pytest.raises(dp.IncompleteCollectionError):
-        dp.Retriever(bare, "docs-v2", models["v2"])
+        dp.GuardedSearch(bare, "docs-v2", models["v2"])
     assert "production" not in bare.aliases()
     with pytest.raises(dp.DeployError, match="has no collection"):
         bare.promote("v1")

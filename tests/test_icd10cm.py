@@ -121,3 +121,14 @@ def test_load_builds_on_first_use(tmp_path):
     assert ds.extras["lookalikes"]
     slices = icd10cm.slice_queries(ds, "test")
     assert set(slices) >= {"lookalike", "seen-code", "unseen-code"}
+
+
+def test_the_maps_picks_are_lookalike_groups_in_both_modes(built):
+    from workbook.diagnose import find_group
+
+    for mode in ("fast", "full"):
+        groups = icd10cm.load_lookalikes(built / mode)
+        for code, kind in icd10cm.UMAP_PICKS:
+            assert code in find_group(groups, code, kind)["codes"]
+    ds = icd10cm.load_icd10cm(get_config(fast=True))
+    assert ds.extras["umap_picks"] == list(icd10cm.UMAP_PICKS)  # generic code reads the picks from the dataset

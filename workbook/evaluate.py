@@ -137,6 +137,29 @@ def results_table(results: Iterable[RetrievalResult], digits: int = 4) -> pd.Dat
     return pd.DataFrame([r.summary() for r in results]).round(digits)
 
 
+def slice_table(columns: Mapping[str, pd.Series], slices: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Mean of each run's per-query values (rows) over all queries and per query slice (columns, after ``all``).
+
+    The one slice-mean of the package (:func:`by_slice` and ``diagnose.metric_by_slice`` lay it out). An empty slice
+    is NaN; the last row, ``queries``, counts each column's queries.
+
+    Args:
+        columns: run name -> per-query values (one ``per_query`` column), indexed by query id.
+        slices: slice name -> query ids.
+    """
+    rows, sizes = {}, {}
+    for name, col in columns.items():
+        rows[name] = {"all": col.mean()}
+        sizes["all"] = len(col)
+        for s, qids in slices.items():
+            kept = col.index.intersection(list(qids))
+            rows[name][s] = col.loc[kept].mean() if len(kept) else float("nan")
+            sizes[s] = len(kept)
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.loc["queries"] = pd.Series(sizes)
+    return frame
+
+
 def by_slice(
     results: Iterable[RetrievalResult], slices: Mapping[str, Sequence[str]], metric: str = "recall@10", digits: int = 4
 ) -> pd.DataFrame:
@@ -144,21 +167,10 @@ def by_slice(
 
     Args:
         results: runs scored on the same queries.
-        slices: slice name -> query ids (e.g. from ``workbook.icd10cm.slice_queries``).
+        slices: slice name -> query ids (e.g. from ``workbook.data.slice_queries``).
         metric: a column of the runs' ``per_query``.
     """
-    rows, sizes = {}, {}
-    for res in results:
-        col = res.per_query[metric]
-        rows[res.name] = {"all": col.mean()}
-        sizes["all"] = len(col)
-        for name, qids in slices.items():
-            kept = col.index.intersection(list(qids))
-            rows[res.name][name] = col.loc[kept].mean() if len(kept) else float("nan")
-            sizes[name] = len(kept)
-    frame = pd.DataFrame.from_dict(rows, orient="index").round(digits)
-    frame.loc["queries"] = pd.Series(sizes)
-    return frame
+    return slice_table({res.name: res.per_query[metric] for res in results}, slices).round(digits)
 
 
 # ------------------------------------------------------------------------------------------------ uncertainty

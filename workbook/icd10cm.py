@@ -67,6 +67,9 @@ HELDOUT_FRACTION = 0.08
 SPLIT_FRACTIONS = (("train", 0.7), ("dev", 0.1), ("test", 0.2))
 FAST_CHAPTERS = ("4", "9")
 SLICES = ("exact-code", "abbreviation", "colloquial", "lookalike", "other")
+#: The lookalike groups drawn on the UMAP in notebooks 01 and 06 and in the case study's report: (a member code,
+#: group kind). All four lie in the endocrine and circulatory chapters, so the same groups exist in fast and full mode.
+UMAP_PICKS = (("I21.4", "category"), ("E10.21", "excludes1"), ("I22.0", "category"), ("I50.810", "siblings"))
 _FILES = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/dev.tsv", "qrels/test.tsv", "lookalikes.jsonl")
 _NOT_ABBREVIATIONS = {"NOS", "NEC"}
 _ROMAN = re.compile(r"^[IVXL]+$")
@@ -431,7 +434,7 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
 
     Returns:
         The validated dataset; ``extras["lookalikes"]`` holds the lookalike groups, ``extras["slices"]`` the
-        query slices in display order.
+        query slices in display order, ``extras["umap_picks"]`` the lookalike groups the maps draw.
     """
     cfg = cfg or default_config()
     folder = cfg.icd10cm_dir
@@ -441,6 +444,7 @@ def load_icd10cm(cfg: Config | None = None) -> Dataset:
     ds = load_dataset(folder, name=f"icd10cm-{cfg.mode}")
     ds.extras["lookalikes"] = load_lookalikes(folder)
     ds.extras["slices"] = list(SLICES)  # the slice order generic tables use (workbook.diagnose.metric_by_slice)
+    ds.extras["umap_picks"] = list(UMAP_PICKS)  # the groups generic maps draw (workbook.diagnose.lookalike_projection)
     return ds
 
 

@@ -4,9 +4,9 @@ Qdrant, a shadow test, a promotion gate, an atomic alias cut-over and rollback.
 A new embedding model means a new vector space: every document must be re-embedded, and a query must be encoded by
 the very model that built the collection it searches. A :class:`Deployment` (one folder, ``root``) holds:
 
-- ``models/``: the **model registry**, one saved folder per version with its card (``model_card.json``: base model,
-  training-data hash, metrics, created, weights fingerprint) and ``registry.json`` listing the versions, which one is
-  promoted and the promotion history (every write atomic);
+- ``models/``: the **model registry**, one saved folder per version with its card (``workbook_card.json``, the one
+  card format of :mod:`workbook.cards`: base model, training-data hash, metrics, created, weights fingerprint) and
+  ``registry.json`` listing the versions, which one is promoted and the promotion history (every write atomic);
 - the **vector store**: one Qdrant collection per model version (``docs-<version>``); each point's payload carries
   its doc id and the model version, and the collection's own *metadata* (Qdrant collection metadata, which
   qdrant-client 1.20 supports in local mode and sends to a server) records the model version, its weights fingerprint
@@ -33,7 +33,7 @@ The package, by module (every name below is importable from ``workbook.deploy`` 
 - ``registry``: :class:`ModelCard`, :class:`ModelRegistry` (saved versions, ``registry.json``);
 - ``store``: :class:`QdrantStore`, the Qdrant connection, collections, aliases and their deploy metadata;
 - ``jobs``: the re-embedding job (:class:`JobReport`; batched, checkpointed, resumable);
-- ``search``: :class:`Retriever`, search with the guard against a model the collection was not built with;
+- ``search``: :class:`GuardedSearch`, search with the guard against a model the collection was not built with;
 - ``shadow``: :class:`ShadowReport`, :func:`shadow_test`, :func:`sample_queries`, :func:`overlap_at_k`;
 - ``gate``: :class:`GateDecision`, :func:`promotion_gate`;
 - ``deployment``: :class:`Deployment` (registry + store + jobs under one folder; promote, rollback);
@@ -58,7 +58,7 @@ from workbook.deploy.gate import GateDecision, promotion_gate
 from workbook.deploy.jobs import JobReport
 from workbook.deploy.processes import compare_encoding, kill_job_after, reembed_command
 from workbook.deploy.registry import ModelCard, ModelRegistry
-from workbook.deploy.search import Retriever
+from workbook.deploy.search import GuardedSearch
 from workbook.deploy.shadow import ShadowReport, overlap_at_k, sample_queries, shadow_test
 from workbook.deploy.store import QdrantStore
 from workbook.retrieval import encode, model_fingerprint  # re-exported: the old module's callers use dp.encode
@@ -73,6 +73,7 @@ __all__ = [
     "DeployError",
     "Deployment",
     "GateDecision",
+    "GuardedSearch",
     "IncompleteCollectionError",
     "JobReport",
     "ModelCard",
@@ -80,7 +81,6 @@ __all__ = [
     "ModelRegistry",
     "PromotionRefused",
     "QdrantStore",
-    "Retriever",
     "ShadowReport",
     "UnknownVersionError",
     "compare_encoding",

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from workbook.cards import CARD_FILE  # noqa: F401  (re-exported: the one card file, see workbook.cards)
 from workbook.config import ROOT
 from workbook.deploy.errors import DeployError
 from workbook.files import read_json
 
 PRODUCTION_ALIAS = "production"
-CARD_FILE = "model_card.json"
 REGISTRY_FILE = "registry.json"
 COLLECTION_PREFIX = "docs"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -10,7 +10,7 @@ from workbook.deploy.errors import DeployError, PromotionRefused
 from workbook.deploy.gate import GateDecision
 from workbook.deploy.jobs import JobReport, run_reembed
 from workbook.deploy.registry import ModelRegistry
-from workbook.deploy.search import Retriever
+from workbook.deploy.search import GuardedSearch
 from workbook.deploy.store import QdrantStore
 
 
@@ -76,7 +76,7 @@ class Deployment(QdrantStore):
                            show_progress=show_progress)  # fmt: skip
 
     # -- serving
-    def retriever(self, target: str | None = None, model=None, *, allow_incomplete: bool = False) -> Retriever:
+    def retriever(self, target: str | None = None, model=None, *, allow_incomplete: bool = False) -> GuardedSearch:
         """A searcher bound to ``target`` (default: the production alias).
 
         Args:
@@ -86,7 +86,7 @@ class Deployment(QdrantStore):
         target = target or self.alias
         if model is None:
             model = self.registry.load(self.metadata(target)["model_version"])
-        return Retriever(self, target, model, allow_incomplete=allow_incomplete)
+        return GuardedSearch(self, target, model, allow_incomplete=allow_incomplete)
 
     # -- blue/green
     def promote(self, version: str, decision: GateDecision | None = None, *, force: bool = False) -> dict:

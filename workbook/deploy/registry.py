@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbook.cards import training_summary, write_card
 from workbook.deploy._common import CARD_FILE, REGISTRY_FILE, _check_version, _dimension, _now, _read_json, _shown
 from workbook.deploy.errors import DeployError, ModelMismatchError, UnknownVersionError
 from workbook.files import atomic_write
@@ -169,7 +170,8 @@ class ModelRegistry:
         version: str,
         model,
         *,
-        base_model: str,
+        card: Mapping | None = None,
+        base_model: str | None = None,
         train_data_hash: str | None = None,
         metrics: Mapping[str, float] | None = None,
         recipe: Mapping | None = None,
@@ -183,6 +185,8 @@ class ModelRegistry:
         Args:
             version: a short name (``v1``, ``2025-06-tuned``); becomes part of the collection name.
             model: a SentenceTransformer.
+            card: the training card of a model trained here (``load_or_train(...).card``): base model, data hash,
+                metrics (its dev metrics) and recipe default to its own, and it is kept whole under ``training``.
             base_model: the model it was fine-tuned from (or its own name for an off-the-shelf model).
             train_data_hash: a hash of the training data (``None`` for a model not trained here).
             metrics: metric name -> value measured when it was made (e.g. dev Recall@10).
@@ -190,11 +194,15 @@ class ModelRegistry:
             overwrite: replace an existing version (refused by default: versions are immutable).
 
         Returns:
-            The card written.
+            The card written (``workbook_card.json`` in the version's folder, see :mod:`workbook.cards`).
         """
         from transformers.utils import logging as hf_logging  # heavy (~3 s): only when a version is saved
 
         _check_version(version)
+        given = {"base_model": base_model, "train_data_hash": train_data_hash, "metrics": metrics, "recipe": recipe}
+        facts = {**(training_summary(card) if card else {}), **{k: v for k, v in given.items() if v is not None}}
+        if not facts.get("base_model"):
+            raise DeployError(f"register {version!r}: pass base_model (or the training card it came from, card=...)")
         data = self._data()
         if version in data["versions"] and not overwrite:
             raise DeployError(
@@ -203,15 +211,15 @@ class ModelRegistry:
             )
         if version in data["production"] and overwrite:
             raise DeployError(f"model version {version!r} has been promoted: it cannot be overwritten")
-        card = ModelCard(
+        written = ModelCard(
             version=version,
-            base_model=base_model,
-            train_data_hash=train_data_hash,
-            metrics={k: float(v) for k, v in (metrics or {}).items()},
+            base_model=facts["base_model"],
+            train_data_hash=facts.get("train_data_hash"),
+            metrics={k: float(v) for k, v in (facts.get("metrics") or {}).items()},
             created=_now(),
             fingerprint=model_fingerprint(model),
             dimension=_dimension(model),
-            recipe=json.loads(json.dumps(dict(recipe or {}), default=str)),
+            recipe=json.loads(json.dumps(dict(facts.get("recipe") or {}), default=str)),
             notes=notes,
         )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -223,13 +231,13 @@ class ModelRegistry:
                 model.save(str(staged))
             finally:
                 hf_logging.enable_progress_bar()
-            (staged / CARD_FILE).write_text(_dumps(card.to_dict()))  # the folder is renamed into place
+            write_card(staged, {**written.to_dict(), **({"training": dict(card)} if card else {})})
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staged, target)
-        data["versions"][version] = {"folder": version, "card": card.to_dict()}
+        data["versions"][version] = {"folder": version, "card": written.to_dict()}
         self._write(data)
-        return card
+        return written
 
     def _record(self, action: str, version: str, previous: str | None) -> None:
         data = self._data()

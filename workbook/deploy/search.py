@@ -1,4 +1,4 @@
-"""Search with the guard: a :class:`Retriever` refuses a query model its collection was not built with."""
+"""Search with the guard: a :class:`GuardedSearch` refuses a query model its collection was not built with."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from workbook.deploy.store import QdrantStore
 from workbook.retrieval import encode, model_fingerprint
 
 
-class Retriever:
+class GuardedSearch:
     """Search one collection (or alias) with one query model, refusing a model the collection was not built with.
+
+    It is a :class:`workbook.retrieval.Retriever` (``name`` and :meth:`rank`), so a served collection can stand in any
+    comparison beside the dense, BM25, hybrid and reranked retrievers.
 
     The model's fingerprint is computed once (its weights must not change afterwards); every search re-resolves the
     alias, so a retriever bound to ``production`` notices a cut-over to another model's collection and raises
@@ -21,6 +24,7 @@ class Retriever:
     def __init__(self, deployment: QdrantStore, target: str, model, *, allow_incomplete: bool = False):
         self.deployment = deployment
         self.target = target
+        self.name = target
         self.model = model
         self.allow_incomplete = allow_incomplete
         self.fingerprint = model_fingerprint(model)
@@ -59,7 +63,7 @@ class Retriever:
                 results += client.query_batch_points(collection, requests=requests)
         return [[(p.payload["doc_id"], float(p.score)) for p in r.points] for r in results]
 
-    def ranked(self, queries: Mapping[str, str], k: int = 10) -> dict[str, list[str]]:
+    def rank(self, queries: Mapping[str, str], k: int = 10) -> dict[str, list[str]]:
         """Query id -> top-``k`` doc ids."""
         hits = self.search(list(queries.values()), k)
         return {q: [d for d, _ in h] for q, h in zip(queries, hits, strict=True)}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from workbook.deploy.search import Retriever
+from workbook.deploy.search import GuardedSearch
 from workbook.evaluate import DEFAULT_METRICS, RetrievalResult, evaluate_ranking
 
 
@@ -106,8 +106,8 @@ def overlap_at_k(a: Sequence[str], b: Sequence[str], k: int) -> float:
 
 
 def shadow_test(
-    old: Retriever,
-    new: Retriever,
+    old: GuardedSearch,
+    new: GuardedSearch,
     labelled: Mapping[str, str],
     qrels: Mapping[str, Mapping[str, int]],
     unlabelled: Mapping[str, str] | None = None,
@@ -134,8 +134,8 @@ def shadow_test(
     unlabelled = dict(unlabelled or {})
     depth = max(k, *(int(m.split("@")[1]) for m in metrics))
     queries = {**labelled, **unlabelled}
-    old_rank = old.ranked(queries, depth)
-    new_rank = new.ranked(queries, depth)
+    old_rank = old.rank(queries, depth)
+    new_rank = new.rank(queries, depth)
     overlap = pd.DataFrame(
         {
             "labelled": [q in labelled for q in queries],

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from workbook.data import Dataset
+from workbook.evaluate import slice_table
 
 #: Common general-English words (everyday vocabulary): the reference for tokenizer fragmentation.
 _COMMON = (
@@ -82,11 +83,8 @@ def metric_by_slice(
         for s in ds.query_meta.get(q, {}).get("slices", []):
             membership[s].append(q)
     order = [s for s in (slices or ds.extras.get("slices") or sorted(membership)) if s in membership]
-    rows = {}
-    for s in [*order, "all"]:
-        members = qids if s == "all" else membership[s]
-        rows[s] = {"queries": len(members), **{n: float(per_query[n].loc[members, metric].mean()) for n in names}}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
+    table = slice_table({n: per_query[n][metric] for n in names}, {s: membership[s] for s in order}).T
+    frame = table.loc[[*order, "all"], ["queries", *names]].astype({"queries": int})
     frame.index.name = "slice"
     return frame
 

@@ -136,21 +136,20 @@ def nearest_doc_agreement(points: pd.DataFrame, coords: np.ndarray) -> float:
     return float(np.mean(hits))
 
 
-#: The lookalike groups drawn on the UMAP in notebooks 01 and 06: (a member code, group kind). All four lie in the
-#: endocrine and circulatory chapters, so the same groups exist in fast and full mode.
-UMAP_PICKS = (("I21.4", "category"), ("E10.21", "excludes1"), ("I22.0", "category"), ("I50.810", "siblings"))
-
-
 def lookalike_projection(cfg: Config, ds: Dataset, model, refit: bool = False) -> Projection:
-    """The UMAP of the :data:`UMAP_PICKS` groups fit on ``model``'s embeddings, loaded from
-    :func:`projection_path` when notebook 01 saved it (fit and saved here otherwise, or when ``refit``).
+    """The UMAP of the dataset's picked lookalike groups (``ds.extras["umap_picks"]``: (a member code, group kind)
+    pairs; the case study names four) fit on ``model``'s embeddings, loaded from :func:`projection_path` when
+    notebook 01 saved it (fit and saved here otherwise, or when ``refit``).
 
     ``meta["points"]`` holds the points (docs and queries of each group) in the order of ``ids``.
     """
     path = projection_path(cfg)
     if path.exists() and not refit:
         return load_projection(path)
-    groups = [find_group(ds.extras["lookalikes"], code, kind) for code, kind in UMAP_PICKS]
+    picks = ds.extras.get("umap_picks")
+    if not picks:
+        raise ValueError(f"{ds.name}: no lookalike groups picked to draw (extras['umap_picks'] is empty)")
+    groups = [find_group(ds.extras["lookalikes"], code, kind) for code, kind in picks]
     points = group_points(ds, groups)
     emb = encode(model, points["text"].tolist(), show_progress=False)
     meta = {"points": points, "model": cfg.base_model}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from workbook.files import atomic_save
-from workbook.icd10cm import SLICES
 from workbook.plots import bar_counts, ci_bars, lookalike_maps, metric_lines, set_style
 
 
@@ -28,11 +28,13 @@ def figure_methods(ci: pd.DataFrame, highlight: str, folder: Path, title: str) -
     return _save(fig, folder, "methods")
 
 
-def figure_slices(slices: pd.DataFrame, methods: list[str], folder: Path, title: str) -> Path:
-    """Recall@10 per slice for a few methods (grouped bars)."""
-    known = [s for s in SLICES if s in slices.columns]
-    order = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
-    frame = slices.drop(index="queries").loc[methods, order].T
+def figure_slices(
+    slices: pd.DataFrame, methods: list[str], folder: Path, title: str, order: Sequence[str] = ()
+) -> Path:
+    """Recall@10 per slice for a few methods (grouped bars): ``all``, the dataset's slice ``order``, then the rest."""
+    known = [s for s in order if s in slices.columns]
+    columns = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
+    frame = slices.drop(index="queries").loc[methods, columns].T
     ax = bar_counts(frame, title=title, ylabel="Recall@10")
     ax.figure.set_size_inches(max(7.5, 1.5 * len(frame)), 4.2)
     return _save(ax.figure, folder, "slices")

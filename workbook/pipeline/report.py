@@ -194,7 +194,8 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
         b.append(Block("h3", "By slice (test Recall@10)"))
         b.append(Block("table", slices, caption="last row: queries per slice"))
         shown = list(dict.fromkeys([ev["base_method"], "BM25", ev["best_cheap"], "fine-tuned", ev["best_tuned"]]))
-        b.append(Block("figure", figures.figure_slices(slices, shown, figs, "Test Recall@10 by slice"),
+        b.append(Block("figure", figures.figure_slices(slices, shown, figs, "Test Recall@10 by slice",
+                                                     ev.get("slice_order", ())),
                        caption="Recall@10 by slice"))  # fmt: skip
 
     # -- training data

@@ -13,7 +13,6 @@ from workbook.data import Dataset, load_scifact, slice_queries
 from workbook.diagnose import (
     CLUSTER_CHECK,
     GAP_CHECK,
-    UMAP_PICKS,
     find_group,
     fit_projection,
     gate_inputs,
@@ -76,11 +75,12 @@ def truncation_curve(ctx: RunContext, models: Mapping[str, object], split: str, 
 
 
 def pick_umap_groups(ds: Dataset, n: int, casestudy: bool = False) -> list[dict]:
-    """Lookalike groups to draw: the case study's :data:`~workbook.diagnose.UMAP_PICKS`, else the ``n`` groups with
-    the most single-group queries (no two sharing a doc; ties by group id)."""
+    """Lookalike groups to draw: the case study's picks (``ds.extras["umap_picks"]``, see
+    :data:`workbook.icd10cm.UMAP_PICKS`), else the ``n`` groups with the most single-group queries (no two sharing a
+    doc; ties by group id)."""
     groups = ds.extras.get("lookalikes", [])
-    if casestudy:
-        return [find_group(groups, code, kind) for code, kind in UMAP_PICKS][:n]
+    if casestudy and ds.extras.get("umap_picks"):
+        return [find_group(groups, code, kind) for code, kind in ds.extras["umap_picks"]][:n]
     codes_of = {g["group_id"]: set(g["codes"]) & ds.corpus.keys() for g in groups}
     by_code: dict[str, list[str]] = {}
     for gid, codes in codes_of.items():
@@ -183,6 +183,7 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
     slices = slice_queries(ds, "test")
     if slices:
         result["slices"] = frame_to_json(by_slice(results, slices, metric=GATE_METRIC, digits=12))
+        result["slice_order"] = list(ds.extras.get("slices", ()))  # the dataset's own order, for the report's figure
     ctx.log("  truncation curve (base vs fine-tuned)")
     trunc = truncation_curve(ctx, {"base": ctx.base, "fine-tuned": ctx.tuned()}, "test", st.truncate_dims)
     result["truncation"] = frame_to_json(trunc)

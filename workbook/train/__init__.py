@@ -23,7 +23,7 @@ Modules:
 - :mod:`workbook.train.rows` — training rows and their sources
 - :mod:`workbook.train.devsets` — dev scoring during and after training
 - :mod:`workbook.train.run` — one fine-tuning run
-- :mod:`workbook.train.cards` — model cards and the trained-model cache (load_or_train)
+- :mod:`workbook.train.cards` — the trained-model cache (load_or_train) and its card (:mod:`workbook.cards`)
 """
 from __future__ import annotations
 

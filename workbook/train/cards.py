@@ -1,4 +1,5 @@
-"""Model cards and the trained-model cache: ``load_or_train`` trains once per recipe, data and base."""
+"""The trained-model cache: ``load_or_train`` trains once per recipe, data and base, and cards the result
+(:mod:`workbook.cards`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from workbook.cards import CARD_FILE, read_card, write_card
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_write
@@ -20,30 +22,6 @@ from workbook.train.devsets import _dev_metrics, dev_evaluator
 from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, Recipe, get_recipe
 from workbook.train.rows import data_hash, sample_rows, training_data
 from workbook.train.run import TrainedModel, fine_tune
-
-CARD_FILE = "workbook_card.json"
-
-
-# ------------------------------------------------------------------------------------------------ cards and caching
-
-
-def write_card(path: str | Path, card: dict) -> Path:
-    """Write ``workbook_card.json`` into a saved model folder (atomically)."""
-    target = Path(path) / CARD_FILE
-    atomic_write(target, json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
-    return target
-
-
-def read_card(path: str | Path) -> dict:
-    """The ``workbook_card.json`` of a saved model folder.
-
-    Raises:
-        FileNotFoundError: naming the folder when it has no card.
-    """
-    target = Path(path) / CARD_FILE
-    if not target.is_file():
-        raise FileNotFoundError(f"{target}: no model card; is this a folder saved by workbook.train?")
-    return json.loads(target.read_text(encoding="utf-8"))
 
 
 def _versions() -> dict[str, str]:
