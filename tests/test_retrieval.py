@@ -65,10 +65,14 @@ def test_encode_cache_reuses_file(minilm, tmp_path):
     assert model_fingerprint(minilm) == model_fingerprint(minilm)
 
 
-def test_scifact_fast_subset_same_code_path_as_acceptance(minilm, tmp_path):
-    """The acceptance run (full SciFact) on the fast subset: same loader, encoder, faiss and metrics."""
-    ds = load_scifact(get_config(fast=True))
-    ranked = dense_ranking(minilm, ds, "test", k=100, cache_dir=tmp_path, show_progress=False)
+def test_scifact_fast_subset_same_code_path_as_acceptance(minilm):
+    """The acceptance run (full SciFact) on the fast subset: same loader, encoder, faiss and metrics.
+
+    The embeddings go to the project's content-keyed cache, as notebook 00 computes the same ones: encoded once per
+    test run (the cache key is the model's weights and the texts, so a stale entry cannot be read)."""
+    cfg = get_config(fast=True)
+    ds = load_scifact(cfg)
+    ranked = dense_ranking(minilm, ds, "test", k=100, cache_dir=cfg.cache_dir / "embeddings", show_progress=False)
     res = evaluate_ranking(ranked, ds.qrels["test"], ["ndcg@10", "recall@10", "recall@100"])
     # A subset of ~640 abstracts has fewer distractors than 5,183: scores sit above the full-corpus figures.
     assert res["ndcg@10"] > 0.6451 and res["recall@10"] > 0.7833 and res["recall@100"] >= 0.925

@@ -113,7 +113,7 @@ class Config:
     @property
     def reranker_train_queries(self) -> int:
         """Training queries sampled to train the reranker (each with 1 positive + ``reranker_negatives``)."""
-        return 400 if self.fast else 3000
+        return 200 if self.fast else 3000
 
     @property
     def rerank_depth(self) -> int:
