@@ -4,6 +4,8 @@ Usage (from the repository root, after ``make setup``)::
 
     .venv/bin/python bench/e2e.py              # runs the test suite (what `make test` runs after set-up and lint)
     .venv/bin/python bench/e2e.py --skip-tests # only reads the case study's time
+    .venv/bin/python bench/e2e.py --skip-tests --profile-junit run.xml --machine "2 cores, quiet, cold caches"
+        # records where a test run's time went (pytest --junitxml=run.xml): per test file and notebook, slowest items
 
 The case study takes hours on 2 CPU cores, so it is not re-run here: ``make casestudy`` records its own wall time in
 ``runs/casestudy-full/make_casestudy.json`` and ``workbook casestudy`` its steps in ``runs/casestudy-full/run.json``,
@@ -54,6 +56,33 @@ def fresh_clone(log: Path, machine: str) -> dict:
             "pytest": summary[-1], "pip_cache": "empty (PIP_NO_CACHE_DIR=1)", "machine": machine}  # fmt: skip
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the vector extensions that set its speed here (AVX-512, AMX), from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE) or [None, ""])[1].split())
+    ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({', '.join(ext) or 'no AVX2'})"
+
+
+def junit_profile(xml: Path, machine: str, top: int = 12) -> dict:
+    """Where a test run's time went, from pytest's ``--junitxml`` file: seconds per test module and per notebook
+    (nbval reports each cell as an item), and the slowest items."""
+    import xml.etree.ElementTree as ET
+
+    per_file: dict[str, float] = {}
+    items = []
+    for case in ET.parse(xml).iter("testcase"):
+        where, seconds = case.get("classname", "?"), float(case.get("time", 0))
+        per_file[where] = per_file.get(where, 0.0) + seconds
+        items.append((seconds, f"{where}::{case.get('name')}"))
+    total = sum(per_file.values())
+    return {"machine": machine, "cpu": cpu_name(), "items": len(items), "seconds": round(total, 1),
+            "per_file": {k: round(v, 1) for k, v in sorted(per_file.items(), key=lambda kv: -kv[1])},
+            "slowest": [{"item": name, "seconds": round(sec, 1)} for sec, name in sorted(items, reverse=True)[:top]],
+            "source": xml.name}  # fmt: skip
+
+
 def readme_block(e2e: dict) -> str:
     """The README's sentence on how long `make test` takes, from ``bench/results/e2e.json``."""
     fresh, suite = e2e.get("fresh_clone"), e2e.get("test_suite")
@@ -65,6 +94,10 @@ def readme_block(e2e: dict) -> str:
     if suite:
         parts.append(f"the last `make bench` timed the tests alone, with warm caches, at {suite['seconds'] / 60:.0f} "
                      f"min ({suite['summary']})")  # fmt: skip
+    prof = e2e.get("test_profile")
+    if prof:
+        parts.append(f"on a slower CPU, {prof['cpu']}, the tests alone took {prof['seconds'] / 60:.0f} min "
+                     f"({prof['machine']}; where the time goes: `bench/README.md`)")  # fmt: skip
     return ("; ".join(parts) + ".") if parts else ""
 
 
@@ -74,10 +107,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     parser.add_argument("--fresh-clone-log", type=Path, help="record this fresh-clone-test.sh output (its log file)")
     parser.add_argument("--machine", default="2 CPU cores", help="with --fresh-clone-log: how busy the machine was")
+    parser.add_argument("--profile-junit", type=Path, help="record where this pytest --junitxml run's time went")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     # Records this machine does not have (runs/ is not in git) keep their last committed values.
-    out = {key: previous.get(key) for key in ("test_suite", "casestudy", "workbook_casestudy", "fresh_clone")}
+    keys = ("test_suite", "casestudy", "workbook_casestudy", "fresh_clone", "test_profile")
+    out = {key: previous.get(key) for key in keys}
+    if args.profile_junit:
+        out["test_profile"] = junit_profile(args.profile_junit, args.machine)
     if args.fresh_clone_log:
         out["fresh_clone"] = fresh_clone(args.fresh_clone_log, args.machine)
     if not args.skip_tests:

@@ -171,6 +171,15 @@ def md_e2e(e2e: dict | None) -> str:
                      f"cached{reused}) | {pipe['seconds'] / 60:.1f} min |")  # fmt: skip
         lines.append(f"| `workbook casestudy`, each step's time when it last ran, added up | "
                      f"{pipe['steps_seconds'] / 60:.1f} min |")  # fmt: skip
+    prof = e2e.get("test_profile")
+    if prof:
+        head = (f"Where the test run's time goes ({prof['items']} items, {prof['seconds'] / 60:.1f} min of pytest; "
+                f"{prof['cpu']}; {prof['machine']}):")  # fmt: skip
+        lines += ["", head, "", "| test module or notebook | min |", "|---|---:|"]
+        shown = list(prof["per_file"].items())[:12]
+        lines += [f"| `{name}` | {sec / 60:.1f} |" for name, sec in shown]
+        rest = sum(prof["per_file"].values()) - sum(sec for _, sec in shown)
+        lines.append(f"| the other {len(prof['per_file']) - len(shown)} | {rest / 60:.1f} |")
     return "\n".join(lines)
 
 
