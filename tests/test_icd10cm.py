@@ -124,7 +124,7 @@ def test_load_builds_on_first_use(tmp_path):
 
 
 def test_the_maps_picks_are_lookalike_groups_in_both_modes(built):
-    from workbook.diagnose import find_group
+    from workbook.diagnose import find_group, picked_groups
 
     for mode in ("fast", "full"):
         groups = icd10cm.load_lookalikes(built / mode)
@@ -132,3 +132,5 @@ def test_the_maps_picks_are_lookalike_groups_in_both_modes(built):
             assert code in find_group(groups, code, kind)["codes"]
     ds = icd10cm.load_icd10cm(get_config(fast=True))
     assert ds.extras["umap_picks"] == list(icd10cm.UMAP_PICKS)  # generic code reads the picks from the dataset
+    assert [g["group_id"] for g in picked_groups(ds)] == [find_group(ds.extras["lookalikes"], c, k)["group_id"]
+                                                          for c, k in icd10cm.UMAP_PICKS]  # fmt: skip

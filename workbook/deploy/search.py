@@ -24,12 +24,16 @@ class GuardedSearch:
     def __init__(self, deployment: QdrantStore, target: str, model, *, allow_incomplete: bool = False):
         self.deployment = deployment
         self.target = target
-        self.name = target
         self.model = model
         self.allow_incomplete = allow_incomplete
         self.fingerprint = model_fingerprint(model)
         self.dimension = _dimension(model)
         self.collection = self.check()
+
+    @property
+    def name(self) -> str:
+        """The target searched (the :class:`workbook.retrieval.Retriever` name)."""
+        return self.target
 
     def check(self) -> str:
         """The collection behind the target, after checking it was built with this model and is complete."""

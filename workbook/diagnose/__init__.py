@@ -65,6 +65,7 @@ from workbook.diagnose.projection import (  # noqa: F401
     load_projection,
     lookalike_projection,
     nearest_doc_agreement,
+    picked_groups,
     projection_path,
 )
 

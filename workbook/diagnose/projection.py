@@ -136,20 +136,24 @@ def nearest_doc_agreement(points: pd.DataFrame, coords: np.ndarray) -> float:
     return float(np.mean(hits))
 
 
+def picked_groups(ds: Dataset) -> list[dict]:
+    """The lookalike groups a dataset names for its maps (``ds.extras["umap_picks"]``: (a member code, group kind)
+    pairs; the case study names four), in that order; empty when it names none."""
+    return [find_group(ds.extras["lookalikes"], code, kind) for code, kind in ds.extras.get("umap_picks", ())]
+
+
 def lookalike_projection(cfg: Config, ds: Dataset, model, refit: bool = False) -> Projection:
-    """The UMAP of the dataset's picked lookalike groups (``ds.extras["umap_picks"]``: (a member code, group kind)
-    pairs; the case study names four) fit on ``model``'s embeddings, loaded from :func:`projection_path` when
-    notebook 01 saved it (fit and saved here otherwise, or when ``refit``).
+    """The UMAP of the dataset's :func:`picked_groups` fit on ``model``'s embeddings, loaded from
+    :func:`projection_path` when notebook 01 saved it (fit and saved here otherwise, or when ``refit``).
 
     ``meta["points"]`` holds the points (docs and queries of each group) in the order of ``ids``.
     """
     path = projection_path(cfg)
     if path.exists() and not refit:
         return load_projection(path)
-    picks = ds.extras.get("umap_picks")
-    if not picks:
+    groups = picked_groups(ds)
+    if not groups:
         raise ValueError(f"{ds.name}: no lookalike groups picked to draw (extras['umap_picks'] is empty)")
-    groups = [find_group(ds.extras["lookalikes"], code, kind) for code, kind in picks]
     points = group_points(ds, groups)
     emb = encode(model, points["text"].tolist(), show_progress=False)
     meta = {"points": points, "model": cfg.base_model}

@@ -13,12 +13,12 @@ from workbook.data import Dataset, load_scifact, slice_queries
 from workbook.diagnose import (
     CLUSTER_CHECK,
     GAP_CHECK,
-    find_group,
     fit_projection,
     gate_inputs,
     group_points,
     measure_collapse,
     nearest_doc_agreement,
+    picked_groups,
     should_fine_tune,
 )
 from workbook.evaluate import (
@@ -74,13 +74,12 @@ def truncation_curve(ctx: RunContext, models: Mapping[str, object], split: str, 
     return frame
 
 
-def pick_umap_groups(ds: Dataset, n: int, casestudy: bool = False) -> list[dict]:
-    """Lookalike groups to draw: the case study's picks (``ds.extras["umap_picks"]``, see
-    :data:`workbook.icd10cm.UMAP_PICKS`), else the ``n`` groups with the most single-group queries (no two sharing a
-    doc; ties by group id)."""
+def pick_umap_groups(ds: Dataset, n: int) -> list[dict]:
+    """Lookalike groups to draw: the ones the dataset names (:func:`workbook.diagnose.picked_groups`; the case
+    study's), else the ``n`` groups with the most single-group queries (no two sharing a doc; ties by group id)."""
+    if named := picked_groups(ds):
+        return named[:n]
     groups = ds.extras.get("lookalikes", [])
-    if casestudy and ds.extras.get("umap_picks"):
-        return [find_group(groups, code, kind) for code, kind in ds.extras["umap_picks"]][:n]
     codes_of = {g["group_id"]: set(g["codes"]) & ds.corpus.keys() for g in groups}
     by_code: dict[str, list[str]] = {}
     for gid, codes in codes_of.items():
@@ -108,7 +107,7 @@ def pick_umap_groups(ds: Dataset, n: int, casestudy: bool = False) -> list[dict]
 def umap_before_after(ctx: RunContext) -> dict | None:
     """Points of some lookalike groups on a UMAP fit on the base model's embeddings, and the tuned model's
     embeddings of the same texts placed on it (``transform``), with the nearest-doc agreement before and after."""
-    groups = pick_umap_groups(ctx.ds, ctx.settings.umap_groups, ctx.casestudy)
+    groups = pick_umap_groups(ctx.ds, ctx.settings.umap_groups)
     if not groups:
         return None
     points = group_points(ctx.ds, groups)
