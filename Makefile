@@ -12,7 +12,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # String hashing (set order) is fixed only when set before Python starts: here, for every command the targets run.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-slow lint casestudy lab bench clean-cache
+.PHONY: setup test test-slow lint browser casestudy lab slides bench clean-cache
 
 setup: $(STAMP)
 
@@ -31,8 +31,16 @@ $(STAMP): pyproject.toml Makefile workbook/llmbuild.py
 lint: setup
 	$(VENV)/bin/ruff check workbook tests conftest.py
 
+# Debian's Chromium for the browser tests (the run report and the slide decks, opened as a reader would). Where it
+# cannot be installed (not root, no apt-get), those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "no Chromium (installing it needs root and apt-get): the browser tests will be skipped"
+
 # Unit tests + every notebook under nbval, in fast mode (conftest.py sets WORKBOOK_FAST=1).
-test: setup lint
+test: setup lint browser
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 # The case study end to end in full mode: every notebook executed in order (outputs saved in place; progress, wall
@@ -55,6 +63,10 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Speed, memory and quality benchmarks (minutes; the test-suite timing adds ~20): bench/README.md, bench/results/.
+# One reveal.js deck per course notebook, from its committed outputs, in runs/slides/ (opens offline from disk).
+slides: setup
+	$(VENV)/bin/workbook slides
+
 bench: setup
 	$(PY) bench/run.py
 

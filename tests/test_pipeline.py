@@ -15,6 +15,7 @@ import pytest
 
 from tests.test_data import tiny
 from workbook import pipeline
+from workbook.browser import find_chromium, open_page
 from workbook.cli import main
 from workbook.config import Config, get_config
 from workbook.data import load_dataset, save_dataset, subset
@@ -109,13 +110,18 @@ def md_tables(text: str) -> dict[str, pd.DataFrame]:
 
 
 def assert_table_matches(shown: pd.DataFrame, stored: dict) -> None:
-    """Every number of a stored result table (``frame_to_json``) appears, to 4 decimals, in the shown table."""
+    """Every number of a stored result table (``frame_to_json``) appears, at the decimals the report prints it with
+    (4 for metrics), in the shown table."""
     frame = pipeline.frame_from_json(stored)
     assert list(shown.index) == [str(i) for i in frame.index]
     assert list(shown.columns) == [str(c) for c in frame.columns]
     for idx in frame.index:
         for col in frame.columns:
-            assert float(shown.loc[str(idx), str(col)]) == pytest.approx(round(float(frame.loc[idx, col]), 4), abs=0)
+            text = shown.loc[str(idx), str(col)]
+            digits = len(text.split(".")[1]) if "." in text else 0
+            if frame[col].abs().max() <= 1 and not frame[col].apply(float.is_integer).all():
+                assert digits == 4, (idx, col, text)
+            assert float(text) == pytest.approx(round(float(frame.loc[idx, col]), digits), abs=0)
 
 
 # ------------------------------------------------------------------------------------------------ the full run
@@ -139,6 +145,17 @@ def test_run_writes_every_step_and_the_report(run):
     assert not list(run.out.glob(".*partial")), "a finished run leaves no partial step folder"
     html = (run.out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "<table" in html
+
+
+def test_report_opens_in_a_browser_with_every_figure_and_nothing_cut_off(run):
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine: install Debian's `chromium` package to open the report")
+    seen = open_page(run.out / "report.html", screenshot=run.root / "report.png")
+    assert seen.title.startswith("Fine-tuning report"), seen.summary()
+    assert len(seen.images) == 5 and not seen.broken_images, seen.summary()
+    assert all(img["right"] <= 1280 for img in seen.images), "a figure reaches past a laptop screen's width"
+    assert not seen.cut_off and not seen.console_errors and not seen.failed_requests, seen.summary()
+    assert (run.root / "report.png").stat().st_size > 50_000
 
 
 def test_steps_did_the_real_work(run):

@@ -50,7 +50,6 @@ ALLOWED: dict[str, dict[str, str]] = {
     "README.md": {"3.11": "the Python version set-up needs", "2013": "the year AVX2 laptop CPUs appeared"},
     "docs/teaching.md": {
         "3.11": "the Python version set-up needs",
-        "6.5": "a teaching plan's length (hours), not a measurement",
         "1.25": "a teaching block's length (hours), not a measurement",
     },
     "notebooks/README.md": {

@@ -5,6 +5,7 @@ workbook validate DIR       check a BEIR-layout folder; every bad row is listed 
 workbook run DIR --out RUN  the pipeline on a BEIR-layout folder (resumable), with RUN/report.md and report.html
 workbook casestudy          the same pipeline on the ICD-10-CM case study (runs/casestudy-<mode>/)
 workbook notebooks [NN ...] execute the notebooks in order (full mode: in place; fast: copies in runs/)
+workbook slides [NN ...]    one reveal.js deck per notebook, from its committed outputs (runs/slides/, offline)
 """
 
 from __future__ import annotations
@@ -133,6 +134,20 @@ def notebooks(names: Sequence[str], fast: bool | None) -> int:
     return 0 if all(r["exit_code"] == 0 for r in records) else 1
 
 
+def slides(names: Sequence[str], out: str | None) -> int:
+    """``workbook slides``: a reveal.js deck per course notebook, from its committed outputs, into runs/slides/."""
+    from pathlib import Path
+
+    from workbook.slides import build_slides
+
+    try:
+        build_slides(get_config(), names, Path(out) if out else None)
+    except FileNotFoundError as exc:
+        print(f"workbook slides: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbook`` console script."""
     parser = argparse.ArgumentParser(prog="workbook", description=__doc__.split("\n\n")[0])
@@ -154,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     nbs = sub.add_parser("notebooks", help="execute the notebooks in order (full mode: in place), timed")
     nbs.add_argument("names", nargs="*", help="file-name prefixes such as 02 or 05_fine (default: all)")
     nbs.add_argument("--fast", action="store_true", default=None, help=fast_help)
+    sld = sub.add_parser("slides", help="a reveal.js slide deck per notebook (runs/slides/), opens offline")
+    sld.add_argument("names", nargs="*", help="file-name prefixes such as 02 (default: all)")
+    sld.add_argument("--out", help="the folder for the decks (default: runs/slides/)")
     args = parser.parse_args(argv)
+    if args.command == "slides":
+        return slides(args.names, args.out)
     if args.command == "notebooks":
         return notebooks(args.names, args.fast)
     if args.command == "prepare":

@@ -26,6 +26,38 @@ _STYLE = {
 }
 _styled = False
 
+#: One colour per method, everywhere (notebooks, solutions, the run report): the first rule whose words all occur in
+#: a method's name (case-insensitive) gives its colour. Order matters: "hybrid fine-tuned+BM25" is a hybrid of the
+#: tuned model, not BM25; "reranker (hybrid top-k)" is the reranker, not the hybrid.
+METHOD_COLOURS: list[tuple[tuple[str, ...], str]] = [
+    (("hybrid", "tuned"), "#17becf"),  # hybrid of the fine-tuned model and BM25: cyan
+    (("rerank",), "#8c564b"),  # cross-encoder reranker (of the hybrid's top k): brown
+    (("merged",), "#bcbd22"),  # base<->tuned interpolation: olive
+    (("hybrid",), "#9467bd"),  # hybrid of the base model and BM25: purple
+    (("rrf",), "#9467bd"),
+    (("tuned",), "#2ca02c"),  # the fine-tuned model: green
+    (("bm25",), "#ff7f0e"),  # BM25: orange
+    (("mpnet",), "#7f7f7f"),  # the bigger off-the-shelf comparator: grey
+    (("minilm",), "#1f77b4"),  # the base model: blue
+    (("dense",), "#1f77b4"),
+    (("base",), "#1f77b4"),
+]
+
+
+def method_colour(name: str) -> str | None:
+    """The colour of a method by its name (:data:`METHOD_COLOURS`), or ``None`` when no rule names it."""
+    lowered = str(name).lower()
+    for words, colour in METHOD_COLOURS:
+        if all(w in lowered for w in words):
+            return colour
+    return None
+
+
+def method_colours(names) -> list[str] | None:
+    """Each method's colour, when every name is a known method (else ``None``: the caller keeps its own colours)."""
+    colours = [method_colour(n) for n in names]
+    return None if None in colours else colours
+
 
 def set_style() -> None:
     """Apply the workbook's matplotlib style (idempotent)."""
@@ -56,14 +88,23 @@ def save_figure(fig, name: str, cfg: Config | None = None) -> Path:
     return path
 
 
-def bar_counts(frame: pd.DataFrame, ax=None, title: str = "", ylabel: str = "queries", log: bool = False):
+def bar_counts(
+    frame: pd.DataFrame, ax=None, title: str = "", ylabel: str = "queries", log: bool = False, counts=None
+):
     """Grouped bars: one group per row of ``frame`` (e.g. split), one bar per column (e.g. slice).
+
+    Columns that are all known methods take their :func:`method_colour`.
+
+    Args:
+        counts: queries behind each row (a mapping by row label), printed under its tick label as ``n=...``.
 
     Returns:
         The axes drawn on.
     """
     ax = _axes(ax)
-    frame.plot.bar(ax=ax, rot=0, logy=log, width=0.8)
+    frame.plot.bar(ax=ax, rot=0, logy=log, width=0.8, color=method_colours(frame.columns))
+    if counts is not None:
+        ax.set_xticks(range(len(frame)), [f"{i}\nn={int(counts[i]):,}" for i in frame.index])
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("")
@@ -250,7 +291,7 @@ def ci_bars(table: pd.DataFrame, metric: str, ax=None, title: str = "", highligh
 
     Args:
         table: from :func:`workbook.evaluate.results_with_ci`, one row per run (drawn top to bottom).
-        highlight: a run drawn in red.
+        highlight: a run whose label is set in bold (each bar has its method's colour).
 
     Returns:
         The axes drawn on.
@@ -260,9 +301,11 @@ def ci_bars(table: pd.DataFrame, metric: str, ax=None, title: str = "", highligh
     ax = _axes(ax)
     values = table[metric].to_numpy()
     err = np.vstack([values - table[f"{metric} lo"].to_numpy(), table[f"{metric} hi"].to_numpy() - values])
-    colours = ["#d62728" if name == highlight else "#1f77b4" for name in table.index]
+    colours = [method_colour(name) or "#1f77b4" for name in table.index]
     ax.barh([str(i) for i in table.index], values, xerr=err, color=colours, capsize=3)
     ax.invert_yaxis()
+    for label in ax.get_yticklabels():  # the highlighted run: its label in bold
+        label.set_fontweight("bold" if label.get_text() == str(highlight) else "normal")
     for y, (v, hi) in enumerate(zip(values, table[f"{metric} hi"].to_numpy(), strict=True)):
         ax.text(hi, y, f"  {v:.3f}", va="center", ha="left", fontsize="small")  # right of the CI whisker
     ax.set_xlim(0, min(1.0, float(table[f"{metric} hi"].max()) * 1.18))
@@ -280,7 +323,7 @@ def metric_lines(frame: pd.DataFrame, ax=None, title: str = "", xlabel: str = ""
     """
     ax = _axes(ax)
     for col in frame.columns:
-        ax.plot(frame.index, frame[col], marker="o", label=str(col))
+        ax.plot(frame.index, frame[col], marker="o", label=str(col), color=method_colour(col))
     if logx:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(frame.index), [str(i) for i in frame.index])

@@ -31,11 +31,12 @@ def figure_methods(ci: pd.DataFrame, highlight: str, folder: Path, title: str) -
 def figure_slices(
     slices: pd.DataFrame, methods: list[str], folder: Path, title: str, order: Sequence[str] = ()
 ) -> Path:
-    """Recall@10 per slice for a few methods (grouped bars): ``all``, the dataset's slice ``order``, then the rest."""
+    """Recall@10 per slice for a few methods (grouped bars): ``all``, the dataset's slice ``order``, then the rest; each
+    slice's query count under its name."""
     known = [s for s in order if s in slices.columns]
     columns = ["all", *known, *sorted(c for c in slices.columns if c != "all" and c not in known)]
     frame = slices.drop(index="queries").loc[methods, columns].T
-    ax = bar_counts(frame, title=title, ylabel="Recall@10")
+    ax = bar_counts(frame, title=title, ylabel="Recall@10", counts=slices.loc["queries", columns])
     ax.figure.set_size_inches(max(7.5, 1.5 * len(frame)), 4.2)
     return _save(ax.figure, folder, "slices")
 

@@ -38,9 +38,25 @@ def fmt(value, digits: int = _DIGITS) -> str:
 COUNT_ROWS = ("queries", "queries measured")
 
 
+def column_digits(values) -> int:
+    """Decimals a column is shown with: 0 when every float in it is whole (counts); 1 when one reaches 10 (seconds,
+    percentages, words per document); 2 when one exceeds 1 (relevant documents per query); else :data:`_DIGITS`
+    (metrics, which live in [0, 1])."""
+    floats = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    if floats and all(v.is_integer() for v in floats):
+        return 0
+    largest = max((abs(v) for v in floats), default=0.0)
+    return 1 if largest >= 10 else 2 if largest > 1 else _DIGITS
+
+
 def _cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text (see :func:`fmt`); rows of :data:`COUNT_ROWS` as whole numbers."""
-    out = frame.astype(object).map(fmt)
+    """Every cell as text (see :func:`fmt`), each column at its :func:`column_digits`; rows of :data:`COUNT_ROWS`
+    as whole numbers."""
+    out = frame.astype(object).copy()
+    for i in range(frame.shape[1]):
+        column = frame.iloc[:, i].tolist()
+        digits = column_digits([v for r, v in zip(frame.index, column, strict=True) if r not in COUNT_ROWS])
+        out.iloc[:, i] = [fmt(v, digits) for v in column]
     for row in COUNT_ROWS:
         if row in frame.index:
             out.loc[row] = [fmt(int(v)) if isinstance(v, float) and math.isfinite(v) else fmt(v)

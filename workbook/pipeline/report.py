@@ -221,7 +221,8 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     card = tune["card"]
     b.append(Block("h2", "Fine-tuning"))
     rec = card.get("recipe", {})
-    b.append(Block("p", f"Model `{tune['model_path']}`: recipe {rec.get('name')} (loss {rec.get('loss')}, batch "
+    b.append(Block("p", f"Model `{_shown_path(tune['model_path'])}`: recipe {rec.get('name')} "
+                        f"(loss {rec.get('loss')}, batch "
                         f"{rec.get('batch_size')}, lr {rec.get('learning_rate')}), {card.get('data', {}).get('rows')} "
                         f"rows, {card.get('steps')} steps, {card.get('train_seconds')} s of training."))  # fmt: skip
     if card.get("dev_metrics"):
@@ -290,7 +291,8 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
                                f"{scope}, from the run in which it ran"))  # fmt: skip
     b.append(Block("h2", "Settings"))
     b.append(Block("table", _settings_table(run, run_dir)))
-    b.append(Block("p", f"Log: `{run_dir / 'run.log'}`. Each step's outputs: `{run_dir}/<NN_step>/result.json`."))
+    shown = _shown_path(str(run_dir))
+    b.append(Block("p", f"Log: `{shown}/run.log`. Each step's outputs: `{shown}/<NN_step>/result.json`."))
     return b, title
 
 

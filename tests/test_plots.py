@@ -1,0 +1,56 @@
+"""One colour per method everywhere: the plot helpers colour a method by its name, whichever chart draws it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from workbook.plots import bar_counts, ci_bars, method_colour, method_colours, metric_lines  # noqa: E402
+
+# The names the notebooks and the run report give their methods.
+NAMES = {
+    "dense all-MiniLM-L6-v2": "#1f77b4",
+    "dense MiniLM (base)": "#1f77b4",
+    "base": "#1f77b4",
+    "BM25": "#ff7f0e",
+    "hybrid all-MiniLM-L6-v2+BM25": "#9467bd",
+    "hybrid MiniLM+BM25": "#9467bd",
+    "reranker (hybrid top-k)": "#8c564b",
+    "fine-tuned": "#2ca02c",
+    "tuned MiniLM (mnrl, real, all rows)": "#2ca02c",
+    "hybrid fine-tuned+BM25": "#17becf",
+    "tuned + BM25 hybrid": "#17becf",
+    "dense mpnet": "#7f7f7f",
+}
+
+
+def _hex(rgba) -> str:
+    return mcolors.to_hex(rgba)
+
+
+def test_each_method_name_has_its_colour():
+    assert {n: method_colour(n) for n in NAMES} == NAMES
+    assert method_colour("exact-code") is None
+    assert method_colours(["train", "dev"]) is None, "columns that are not methods keep the default cycle"
+
+
+def test_every_chart_draws_a_method_in_its_colour():
+    methods = ["dense all-MiniLM-L6-v2", "BM25", "fine-tuned"]
+    frame = pd.DataFrame([[0.5, 0.4, 0.7], [0.6, 0.7, 0.8]], index=["all", "lookalike"], columns=methods)
+    ax = bar_counts(frame, counts={"all": 43, "lookalike": 35})
+    bars = ax.patches
+    assert [_hex(bars[i * len(frame)].get_facecolor()) for i in range(len(methods))] == [NAMES[m] for m in methods]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["all\nn=43", "lookalike\nn=35"]
+
+    table = pd.DataFrame({"recall@10": [0.5, 0.7], "recall@10 lo": [0.4, 0.6], "recall@10 hi": [0.6, 0.8]},
+                         index=["BM25", "fine-tuned"])  # fmt: skip
+    ax = ci_bars(table, "recall@10", highlight="fine-tuned")
+    assert [_hex(p.get_facecolor()) for p in ax.patches] == [NAMES["BM25"], NAMES["fine-tuned"]]
+    assert {t.get_text(): t.get_fontweight() for t in ax.get_yticklabels()} == {"BM25": "normal", "fine-tuned": "bold"}
+
+    ax = metric_lines(pd.DataFrame({"base": [0.7, 0.8], "fine-tuned": [0.75, 0.86]}, index=[128, 384]))
+    assert [_hex(line.get_color()) for line in ax.get_lines()] == [NAMES["base"], NAMES["fine-tuned"]]
