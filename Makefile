@@ -12,7 +12,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # String hashing (set order) is fixed only when set before Python starts: here, for every command the targets run.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-slow lint browser casestudy lab slides bench clean-cache
+.PHONY: setup scale test test-slow lint browser casestudy lab slides bench clean-cache
 
 setup: $(STAMP)
 
@@ -28,6 +28,13 @@ $(STAMP): pyproject.toml Makefile workbook/llmbuild.py
 	$(VENV)/bin/workbook prepare
 	@touch $(STAMP)
 
+# The optional scale extra (Ray, about 240 MB): the tests need it; the course's default set-up does not.
+SCALE_STAMP := $(VENV)/.scale-done
+scale: $(SCALE_STAMP)
+$(SCALE_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[scale]"
+	@touch $(SCALE_STAMP)
+
 lint: setup
 	$(VENV)/bin/ruff check workbook tests conftest.py
 
@@ -40,7 +47,7 @@ browser:
 	  echo "no Chromium (installing it needs root and apt-get): the browser tests will be skipped"
 
 # Unit tests + every notebook under nbval, in fast mode (conftest.py sets WORKBOOK_FAST=1).
-test: setup lint browser
+test: setup scale lint browser
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 # The case study end to end in full mode: every notebook executed in order (outputs saved in place; progress, wall

@@ -5,9 +5,8 @@ Usage (from the repository root, after ``make setup`` and ``make test``, so the 
     .venv/bin/python bench/footprint.py
 
 Writes ``bench/results/footprint.json``: the size in MB of the venv, the assembled models, the built case study,
-and each cache and artifact folder as this checkout has them (with the mode whose caches they are), plus what one
-full-mode corpus encode adds (74,714 codes x the model's dimensions x 4 bytes, computed, not measured). Sizes are
-apparent sizes of the files (``du -s --apparent-size`` would print the same).
+and each cache and artifact folder as this checkout has them; the installed size of the optional extras' own
+packages; and what one full-mode corpus encode adds (74,714 codes x dimensions x 4 bytes, computed, not measured).
 """
 
 from __future__ import annotations
@@ -49,6 +48,24 @@ def size_mb(path: Path) -> float:
     return round(total / 1e6, 1)
 
 
+#: The optional extras' own packages (what `pip install -e '.[EXTRA]'` adds to a venv that has the rest).
+EXTRAS = {"scale": ["ray", "msgpack"], "dev: playwright": ["playwright", "greenlet", "pyee"]}
+
+
+def dist_mb(names: list[str]) -> float:
+    """Installed size in MB of the files of these distributions (as their RECORD lists them)."""
+    from importlib import metadata
+
+    total = 0
+    for name in names:
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            continue
+        total += sum(f.locate().stat().st_size for f in files if f.locate().is_file())
+    return round(total / 1e6, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state", default="after make test (fast-mode caches), no full-mode caches",
@@ -62,6 +79,7 @@ def main() -> None:
         "gb": {name: round(mb / 1000, 1) for name, mb in sizes.items()},
         "caches_and_artifacts_gb": round(sum(sizes[k] for k in CACHES) / 1000, 1),
         "total_mb": round(sum(sizes.values()), 1),
+        "extras_mb": {extra: dist_mb(names) for extra, names in EXTRAS.items()},
         "full_corpus_encode_mb": {m: round(FULL_CORPUS * d * 4 / 1e6, 1) for m, d in DIMS.items()},
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,7 +94,7 @@ def test_result_prints_a_verdict_never_just_false():
 
 
 def test_every_exercise_has_a_check_and_notebook_lookup():
-    assert len(ex.EXERCISES) == 29 and all(k[:2] in {f"0{i}" for i in range(8)} for k in ex.EXERCISES)
+    assert len(ex.EXERCISES) == 31 and all(k[:2] in {f"0{i}" for i in range(9)} for k in ex.EXERCISES)
     assert list(ex.exercises_of("03_hard_negatives")) == ["03.1", "03.2", "03.3"]
     assert ex.EXERCISES["03.1"] is ex.check_random_window and ex.EXERCISES["04.4"] is ex.check_contradicting_labels
     assert ex.EXERCISES["07.2"] is ex.check_third_version and ex.EXERCISES["07.3"] is ex.check_reembed_cost
@@ -464,3 +464,27 @@ def test_third_version():
     _fails_with_hint(ex.check_third_version(False, _report("docs-v3"), cfg, "v3"))
     _passes(ex.check_third_version(False, _report("docs-v3"), cfg.replace(gate_min_win_rate=0.9), "v3"))
     _fails_with_hint(ex.check_third_version(True, _report("docs-v2"), cfg, "v3"))  # not v3's shadow test
+
+
+# ------------------------------------------------------------------------------------------------ 08
+
+
+def _job(docs: int, wall_s: float, batch_size: int = 128):
+    from workbook.deploy import JobReport
+
+    return JobReport("docs-v1", "v1", docs, docs // batch_size, batch_size, 0, docs // batch_size, docs,
+                     wall_s * 0.9, wall_s * 0.05, wall_s)  # fmt: skip
+
+
+def test_actor_ratio():
+    one, two = _job(1024, 20.0), _job(1024, 25.0)  # 51.2 and 40.96 docs/s
+    assert ex.check_actor_ratio(0.8, one, two).passed
+    assert not ex.check_actor_ratio(1.25, one, two).passed
+    assert not ex.check_actor_ratio(0.8, one, _job(512, 10.0)).passed, "different documents are refused"
+
+
+def test_capacity_plan():
+    job = _job(1024, 20.0)  # 51.2 docs/s: 184,320 docs an hour
+    assert ex.check_capacity_plan({"machines": 55, "cost": 5.5}, job).passed  # ceil(10M / 184,320) = 55
+    assert not ex.check_capacity_plan({"machines": 54, "cost": 5.4}, job).passed, "a part of a machine is one"
+    assert not ex.check_capacity_plan({"machines": 55}, job).passed

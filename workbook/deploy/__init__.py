@@ -33,6 +33,7 @@ The package, by module (every name below is importable from ``workbook.deploy`` 
 - ``registry``: :class:`ModelCard`, :class:`ModelRegistry` (saved versions, ``registry.json``);
 - ``store``: :class:`QdrantStore`, the Qdrant connection, collections, aliases and their deploy metadata;
 - ``jobs``: the re-embedding job (:class:`JobReport`; batched, checkpointed, resumable);
+- ``ray_job``: the same job on a Ray Data actor pool (the ``scale`` extra; imported only when used);
 - ``search``: :class:`GuardedSearch`, search with the guard against a model the collection was not built with;
 - ``shadow``: :class:`ShadowReport`, :func:`shadow_test`, :func:`sample_queries`, :func:`overlap_at_k`;
 - ``gate``: :class:`GateDecision`, :func:`promotion_gate`;

@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     job.add_argument("--encode-batch-size", type=int, default=64)
     job.add_argument("--processes", type=int, default=1)
     job.add_argument("--no-progress", action="store_true")
+    job.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="ray: encode on a Ray Data actor pool (the scale extra)")  # fmt: skip
+    job.add_argument("--ray-address", default=None, help="with --engine ray: the cluster's host:port (default: local)")
+    job.add_argument("--actors", type=int, default=None, help="with --engine ray: encoder actors (default: 1 per CPU)")
     status = sub.add_parser("status", help="list collections, versions and aliases")
     status.add_argument("root")
     for p in (job, status):
@@ -47,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             encode_batch_size=args.encode_batch_size,
             processes=args.processes,
             show_progress=not args.no_progress,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            actors=args.actors,
         )
         print(json.dumps(report.summary().to_dict(), default=str))
     return 0

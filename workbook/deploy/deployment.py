@@ -23,6 +23,8 @@ class Deployment(QdrantStore):
         api_key: the server's API key, if it needs one.
         alias: the alias production traffic uses.
         prefix: collection names are ``<prefix>-<version>``.
+        collection_options: extra ``create_collection`` arguments for a server or cluster (``replication_factor``,
+            ``write_consistency_factor``, ``shard_number``); embedded local mode accepts and ignores them.
     """
 
     def __init__(
@@ -33,8 +35,10 @@ class Deployment(QdrantStore):
         api_key: str | None = None,
         alias: str = PRODUCTION_ALIAS,
         prefix: str = COLLECTION_PREFIX,
+        collection_options: dict | None = None,
     ):
-        super().__init__(root, url=url, api_key=api_key, alias=alias, prefix=prefix)
+        super().__init__(root, url=url, api_key=api_key, alias=alias, prefix=prefix,
+                         collection_options=collection_options)  # fmt: skip
         self.registry = ModelRegistry(self.root / "models")
 
     # -- the re-embedding job
@@ -50,6 +54,9 @@ class Deployment(QdrantStore):
         processes: int = 1,
         max_batches: int | None = None,
         show_progress: bool = True,
+        engine: str = "local",
+        ray_address: str | None = None,
+        actors: int | None = None,
     ) -> JobReport:
         """Embed every document with model ``version`` into its collection, batch by batch, resumably.
 
@@ -67,10 +74,25 @@ class Deployment(QdrantStore):
             encode_batch_size: sentence-transformers' batch size inside a batch.
             processes: > 1 encodes with sentence-transformers' multi-process pool (``start_multi_process_pool``).
             max_batches: stop after this many batches in this run (a bounded work window); ``None`` runs to the end.
+            engine: ``"local"`` (this process, or its multi-process pool) or ``"ray"``: the batches are encoded by a
+                Ray Data actor pool (:mod:`workbook.deploy.ray_job`, the ``scale`` extra), with the same guarantees.
+            ray_address: with ``engine="ray"``, the cluster (``host:port``); ``None`` starts or joins a local one.
+            actors: with ``engine="ray"``, the encoder actors (default: one per CPU of the cluster).
 
         Returns:
             What this run did, with its throughput (:meth:`JobReport.projection` for the cost estimate).
         """
+        if engine == "ray":
+            from workbook.deploy.ray_job import run_reembed_ray
+
+            if model is not None or processes != 1:
+                raise DeployError("engine='ray' loads the registered model in each actor: pass neither model nor "
+                                  "processes (use actors=)")  # fmt: skip
+            return run_reembed_ray(self, self.registry, version, doc_ids, texts, address=ray_address, actors=actors,
+                                   batch_size=batch_size, encode_batch_size=encode_batch_size,
+                                   max_batches=max_batches, show_progress=show_progress)  # fmt: skip
+        if engine != "local":
+            raise DeployError(f"engine must be 'local' or 'ray', got {engine!r}")
         return run_reembed(self, self.registry, version, doc_ids, texts, model=model, batch_size=batch_size,
                            encode_batch_size=encode_batch_size, processes=processes, max_batches=max_batches,
                            show_progress=show_progress)  # fmt: skip

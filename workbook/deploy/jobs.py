@@ -189,6 +189,7 @@ def _open_collection(store: QdrantStore, job: _Job, card: ModelCard) -> bool:
             # Vectors are L2-normalised by encode(), so the dot product is the cosine: DOT spares local mode a
             # re-normalisation of every stored vector per query (240 ms -> ~25 ms a query on 75k points here).
             vectors_config=qm.VectorParams(size=card.dimension, distance=qm.Distance.DOT),
+            **store.collection_options,
             metadata={
                 _META_KEY: {
                     **job.spec,

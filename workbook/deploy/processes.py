@@ -53,8 +53,10 @@ def reembed_command(
     url: str | None = None,
     batch_size: int = 256,
     processes: int = 1,
+    ray_address: str | None = None,
 ) -> list[str]:
-    """The command line that runs the re-embedding job headless (``python -m workbook.deploy reembed ...``)."""
+    """The command line that runs the re-embedding job headless (``python -m workbook.deploy reembed ...``); with
+    ``ray_address``, on that Ray cluster (``--engine ray``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -69,6 +71,7 @@ def reembed_command(
         str(processes),
         "--no-progress",
     ]
+    cmd += ["--engine", "ray", "--ray-address", ray_address] if ray_address else []
     return cmd + (["--url", url] if url else [])
 
 

@@ -67,6 +67,7 @@ class QdrantStore:
         api_key: the server's API key, if it needs one.
         alias: the alias production traffic uses.
         prefix: collection names are ``<prefix>-<version>``.
+        collection_options: extra ``create_collection`` arguments (replication, write consistency, shards).
     """
 
     def __init__(
@@ -77,8 +78,12 @@ class QdrantStore:
         api_key: str | None = None,
         alias: str = PRODUCTION_ALIAS,
         prefix: str = COLLECTION_PREFIX,
+        collection_options: dict | None = None,
     ):
         self.root = Path(root)
+        #: Extra ``create_collection`` arguments for every version's collection on a server or cluster
+        #: (``replication_factor``, ``write_consistency_factor``, ``shard_number``); local mode ignores them.
+        self.collection_options = dict(collection_options or {})
         self.url = url
         self.api_key = api_key
         self.alias = alias

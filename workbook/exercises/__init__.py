@@ -19,6 +19,7 @@ One module per notebook, all re-exported here:
 - ``nb05_fine_tune``: 05.1-05.4
 - ``nb06_evaluate``: 06.1-06.4
 - ``nb07_deploy``: 07.1-07.3
+- ``nb08_scale_out``: 08.1-08.2
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from workbook.exercises.nb06_evaluate import (
     merge_crossing,
 )
 from workbook.exercises.nb07_deploy import check_gate_limits, check_reembed_cost, check_third_version
+from workbook.exercises.nb08_scale_out import check_actor_ratio, check_capacity_plan
 
 # ================================================================================================ index
 
@@ -97,6 +99,8 @@ EXERCISES: dict[str, Callable[..., CheckResult]] = {
     "07.1": check_gate_limits,
     "07.2": check_third_version,
     "07.3": check_reembed_cost,
+    "08.1": check_actor_ratio,
+    "08.2": check_capacity_plan,
 }
 
 
@@ -110,9 +114,11 @@ __all__ = [
     "ENCOUNTER_LETTERS",
     "EXERCISES",
     "CheckResult",
+    "check_actor_ratio",
     "check_batch_sampler",
     "check_bm25_params",
     "check_both_sources",
+    "check_capacity_plan",
     "check_ci_width",
     "check_code_fragmentation",
     "check_colloquial_recall",
