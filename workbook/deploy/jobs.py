@@ -262,14 +262,18 @@ def _run_batches(
             t2 = time.perf_counter()
             encode_s += t1 - t0
             upsert_s += t2 - t1
-            # The checkpoint is written only after the batch is stored: a kill before this line redoes the batch.
-            write_json(job.checkpoint, {**job.spec, "done": b + 1, "updated": _now()})
+            _checkpoint(job, b)
             bar.update(rows.stop - rows.start)
     finally:
         bar.close()
         if pool is not None:
             model.stop_multi_process_pool(pool)
     return encode_s, upsert_s
+
+
+def _checkpoint(job: _Job, batch: int) -> None:
+    """Record ``batch`` as done. Call it only after the batch is stored: a kill before it redoes the batch."""
+    write_json(job.checkpoint, {**job.spec, "done": batch + 1, "updated": _now()})
 
 
 def _encode_batch(model, pool, texts: list[str], batch_size: int) -> np.ndarray:

@@ -42,12 +42,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbook.deploy._common import _now
 from workbook.deploy.errors import DeployError
-from workbook.deploy.jobs import JobReport, _open_collection, _plan, _resume_from, _upsert_batch
+from workbook.deploy.jobs import JobReport, _checkpoint, _open_collection, _plan, _resume_from, _upsert_batch
 from workbook.deploy.registry import ModelRegistry
 from workbook.deploy.store import QdrantStore
-from workbook.files import write_json
 
 #: What a Ray worker needs beside the package itself: offline models, one torch thread per CPU it was given.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -236,8 +234,7 @@ def run_reembed_ray(
             t0 = time.perf_counter()
             _upsert_batch(store, job, job.rows(b), vectors)
             upsert_s += time.perf_counter() - t0
-            # The checkpoint is written only after the batch is stored: a kill before this line redoes the batch.
-            write_json(job.checkpoint, {**job.spec, "done": b + 1, "updated": _now()})
+            _checkpoint(job, b)  # only after the batch is stored
             expected = b + 1
             bar.update(job.rows(b).stop - job.rows(b).start)
             if on_batch is not None:
