@@ -7,6 +7,8 @@ Usage (from the repository root, after ``make setup``; the case-study part after
 - **SciFact reproduction** (measured here): all-MiniLM-L6-v2 on the SciFact test split, whole corpus, title + text,
   exact cosine, scored by ``workbook.evaluate``; must equal the published MTEB figures (nDCG@10 0.6451,
   Recall@10 0.7833, Recall@100 0.925).
+- **Lookalike training** (read from ``bench/lookalike.py``'s results): sibling confusion, the share of queries whose
+  gold code scores below a sibling, and sibling-pair cosines, for the base model and each compared run (dev split).
 - **Case study** (read, not recomputed): the test-split table that notebook 06 wrote in full mode
   (``artifacts/results/full/test_metrics.json``: every method from one run) and its forgetting check
   (``artifacts/results/full/forgetting.json``). Recomputing them means re-running notebook 06 (``make casestudy``).
@@ -56,17 +58,50 @@ def case_study(results_dir: Path) -> dict | None:
     table, forget = results_dir / "test_metrics.json", results_dir / "forgetting.json"
     if not table.is_file() or not forget.is_file():
         return None
-    return {"test": json.loads(table.read_text()), "forgetting": json.loads(forget.read_text()),
-            "source": str(table.relative_to(ROOT))}  # fmt: skip
+    out = {"test": json.loads(table.read_text()), "forgetting": json.loads(forget.read_text()),
+           "source": str(table.relative_to(ROOT))}  # fmt: skip
+    look = results_dir / "lookalike_test.json"  # notebook 06's collapse table: the tuned model on test
+    if look.is_file():
+        out["lookalike_test"] = json.loads(look.read_text())
+    return out
+
+
+def lookalike(path: Path) -> dict | None:
+    """The lookalike metrics of ``bench/lookalike.py`` (dev split; read, not recomputed): the base model over the whole
+    corpus and over the candidate pool, and each compared run and the pick over the pool, to compare run to run."""
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    keys = ("recall@10", "sibling confusion@10", "sibling confusion@10 CI", "gold below a sibling",
+            "margin gold - best sibling (median)", "sibling pair cosine (mean)")  # fmt: skip
+    pick = lambda m: {k: m[k] for k in keys if k in m}  # noqa: E731
+    base = res.get("base", {})
+    return {
+        "source": str(path.relative_to(ROOT)),
+        "split": res.get("split"),
+        "rows": res.get("rows"),
+        "candidates": res.get("candidates"),
+        "base whole corpus": pick(base.get("dev_whole_corpus", {})),
+        "base": pick(base.get("dev", {})),
+        "runs": {name: pick(run["dev"]) for name, run in res.get("runs", {}).items()},
+        "picked": res.get("picked"),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results-dir", type=Path, default=ROOT / "artifacts" / "results" / "full")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
+    parser.add_argument("--read-only", action="store_true",
+                        help="keep the SciFact measurement (and a case study missing here) in --out; re-read the rest")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    out = {"scifact": scifact_reproduction(), "case_study": case_study(args.results_dir)}
+    before = json.loads(args.out.read_text()) if args.read_only and args.out.is_file() else {}
+    scifact = before["scifact"] if "scifact" in before else scifact_reproduction()
+    # A checkout without notebook 06's full-mode results keeps the case study already recorded (read-only mode).
+    case = case_study(args.results_dir) or before.get("case_study")
+    look = lookalike(ROOT / "bench" / "results" / "lookalike.json")
+    out = {"scifact": scifact, "case_study": case, "lookalike": look}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["scifact"], indent=2))

@@ -109,6 +109,55 @@ def targets(mining: dict | None, quality: dict | None, e2e: dict | None) -> list
     return out
 
 
+def lookalike_targets(quality: dict | None) -> list[dict]:
+    """Issue 20's targets: on the test split, for the model trained the picked way (measured by notebook 06 in full
+    mode, once); the dev comparison of ``bench/lookalike.py`` picks the way and is not a test measurement."""
+    case = (quality or {}).get("case_study") or {}
+    test = case.get("lookalike_test")  # written by notebook 06 in full mode (not yet for the picked training)
+    rows = []
+    for name, key, goal, ok in (
+        ("sibling confusion@10, tuned, test", "sibling confusion rate@10", "<= 0.15", 0.15),
+        ("test queries with gold below a sibling, tuned", "queries with negative margin", "<= 20%", 0.20),
+    ):
+        value = (test or {}).get(key)
+        met = None if value is None else value <= ok
+        rows.append(_target(name, None if value is None else f"{value:.3f}", goal, met))
+    return rows
+
+
+def _missing_runs(look: dict) -> str:
+    from workbook.train.lookalike import LOOKALIKE_VARIANTS
+
+    missing = [v.name for v in LOOKALIKE_VARIANTS if v.name not in look["runs"]]
+    return f" (runs still to measure: {', '.join(missing)})" if missing and not look.get("picked") else ""
+
+
+def md_lookalike(quality: dict | None) -> str:
+    look = (quality or {}).get("lookalike")
+    if not look:
+        return "_not measured yet_ (run `bench/lookalike.py`)"
+    cand = look.get("candidates") or {}
+    lines = [f"Dev split, {look['rows']:,} training rows per run, ranked over {cand.get('docs', 0):,} candidate docs "
+             f"({cand.get('what', '')}); the base model over the whole corpus for scale. Picked by the rule fixed "
+             f"before the runs: **{look.get('picked') or 'not yet'}**{_missing_runs(look)}. Sibling-pair cosine: every "
+             "group on the whole corpus, the groups wholly inside the pool otherwise.", "",
+             "| model | Recall@10 | sibling confusion@10 (95% CI) | gold below a sibling | median margin | "
+             "sibling-pair cosine |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = {"base MiniLM, whole corpus": look["base whole corpus"], "base MiniLM": look["base"]}
+    rows |= {f"tuned: {name}": m for name, m in look["runs"].items()}
+    for name, m in rows.items():
+        lo, hi = m["sibling confusion@10 CI"]
+        lines.append(f"| {name} | {m['recall@10']:.3f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} | "
+                     f"{m['sibling pair cosine (mean)']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def all_targets(mining: dict | None, quality: dict | None, e2e: dict | None, memory: dict | None) -> list[dict]:
+    """Every target row of the table, in order (the README block and its test both build it here)."""
+    return targets(mining, quality, e2e) + lookalike_targets(quality) + memory_targets(memory)
+
+
 def md_targets(rows: list[dict]) -> str:
     lines = ["| target | goal | measured | status |", "|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['goal']} | {r['measured'] or '—'} | **{r['status']}** |" for r in rows]
@@ -212,7 +261,7 @@ def main() -> None:
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
     mining, speed, quality, e2e, memory = (_load(n) for n in ("mining", "speed", "quality", "e2e", "memory"))
-    rows = targets(mining, quality, e2e) + memory_targets(memory)
+    rows = all_targets(mining, quality, e2e, memory)
     import torch
 
     summary = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -221,6 +270,7 @@ def main() -> None:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = README.read_text()
     for name, body in (("targets", md_targets(rows)), ("quality", md_quality(quality)),
+                       ("lookalike", md_lookalike(quality)),
                        ("speed", md_speed(speed, mining)), ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)

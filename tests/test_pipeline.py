@@ -137,10 +137,10 @@ def test_run_writes_every_step_and_the_report(run):
         assert re.search(rf"{name}: start .*\n(?:.*\n)*?.*{name}: done in [\d.]+ s", run.log)
     for rel in ("02_baselines/rankings_dev.json", "02_baselines/rankings_test.json", "03_synthetic/pairs.json",
                 "03_synthetic/candidates.jsonl", "03_synthetic/template.json", "05_finetune/log_history.json",
-                "06_evaluate/rankings_test.json", "06_evaluate/umap.json", "report.md", "report.html", "run.log",
-                "run.json"):  # fmt: skip
+                "06_evaluate/rankings_test.json", "06_evaluate/lookalike_map.json", "report.md", "report.html",
+                "run.log", "run.json"):  # fmt: skip
         assert (run.out / rel).is_file(), rel
-    for fig in ("methods", "slices", "truncation", "umap_before", "umap_after"):
+    for fig in ("methods", "slices", "truncation", "lookalikes_before_after", "lookalike_distributions"):
         assert (run.out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
     assert not list(run.out.glob(".*partial")), "a finished run leaves no partial step folder"
     html = (run.out / "report.html").read_text()
@@ -191,7 +191,9 @@ def test_steps_did_the_real_work(run):
     recomputed = evaluate_ranking(rankings["fine-tuned"], ds.qrels["test"])
     assert metrics.loc["fine-tuned", "ndcg@10"] == pytest.approx(recomputed["ndcg@10"], abs=1e-12)
     assert set(pipeline.frame_from_json(ev["slices"]).columns) >= {"all", "lookalike", "colloquial"}
-    assert ev["umap"]["points"] > 10 and len(ev["umap"]["groups"]) == 2
+    drawn = ev["lookalike_map"]
+    assert drawn["points"] > 10 and len(drawn["groups"]) == 2 and set(drawn["separation"]) == {"base", "fine-tuned"}
+    assert all(0 <= v <= 1 for sep in drawn["separation"].values() for v in sep.values())
     assert list(pipeline.frame_from_json(ev["truncation"]).index) == [384, 256, 128, 64]
     forget = result(run.out, "07_forgetting")
     assert forget["status"] == "done" and forget["queries"] == 30
@@ -259,7 +261,7 @@ def test_changing_a_setting_reruns_only_the_affected_steps(run):
     assert status == {**dict.fromkeys(STEP_NAMES, "cached"), "06_evaluate": "ran", "08_decision": "ran"}
     assert "06_evaluate: start (inputs changed: settings.umap_groups)" in log
     assert "08_decision: start (inputs changed: upstream.06_evaluate)" in log
-    assert len(result(copy, "06_evaluate")["umap"]["groups"]) == 1
+    assert len(result(copy, "06_evaluate")["lookalike_map"]["groups"]) == 1
 
 
 def test_a_failing_step_never_looks_complete(tmp_path):
@@ -333,6 +335,7 @@ def test_settings_file_errors_name_file_and_key(tmp_path, capsys):
     for text, match in (('seed = "x"', "key 'seed': expected int"),
                         ('max_rows = "lots"', "'max_rows' must be an integer, 'auto' or 'all'"),
                         ('recipe = "sgd"', "'recipe' must be one of"),
+                        ('negatives = "curated"', "'negatives' must be one of"),
                         ("truncate_dims = [64, true]", r"key 'truncate_dims'\[1\]: expected int"),
                         ("seed = ", "not valid TOML"),
                         ("fast = true", "key 'fast': set the mode with --fast")):  # fmt: skip
@@ -345,6 +348,16 @@ def test_settings_file_errors_name_file_and_key(tmp_path, capsys):
     assert config == {"seed": 7, "cache_dir": (tmp_path / "c").resolve()}
     assert settings == {"max_rows": "all", "truncate_dims": (128, 64)}
     assert pipeline.PipelineSettings(**settings).rows(get_config(fast=True)) is None
+
+
+def test_negatives_follow_the_dataset_and_the_default_pick():
+    from workbook.pipeline.steps_train import resolve_negatives
+    from workbook.train import DEFAULT_NEGATIVES
+
+    assert resolve_negatives("auto", True) == DEFAULT_NEGATIVES and resolve_negatives("auto", False) == "mined"
+    assert resolve_negatives("lookalike", True) == "lookalike" and resolve_negatives("mined", False) == "mined"
+    with pytest.raises(pipeline.PipelineError, match="needs lookalike groups: add lookalikes.jsonl"):
+        resolve_negatives("both", False)
 
 
 def test_every_setting_is_an_input_of_some_step_or_declared_unused():

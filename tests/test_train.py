@@ -187,7 +187,21 @@ def test_same_seed_gives_identical_weights_and_losses(tmp_path, minilm):
     assert losses[0] and losses[0] == losses[1]
 
 
-@pytest.mark.parametrize("name", ["cached-mnrl", "matryoshka"])
+def test_losses_for_hard_negatives(minilm):
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
+
+    hard = build_loss(minilm, Recipe(name="h", loss="mnrl-hard", num_negatives=2))
+    assert isinstance(hard, MultipleNegativesRankingLoss)
+    assert (hard.hardness_mode, hard.hardness_strength) == ("hard_negatives", 5.0)
+    assert build_loss(minilm, Recipe(name="h", loss="mnrl-hard"), 8).hardness_mode == "hard_negatives"  # cached too
+    gist = build_loss(minilm, Recipe(name="g", loss="gist"))
+    assert isinstance(gist, GISTEmbedLoss) and gist.guide is not minilm
+    assert not any(p.requires_grad for p in gist.guide.parameters())  # a frozen copy of the starting model
+    with pytest.raises(ValueError, match="at most one negative"):
+        Recipe(name="g2", loss="gist", num_negatives=2)
+
+
+@pytest.mark.parametrize("name", ["cached-mnrl", "matryoshka", "mnrl-hard", "gist"])
 def test_other_losses_train(tmp_path, minilm, name):
     recipe = Recipe(name=name, loss=name, batch_size=8, mini_batch_size=2, learning_rate=1e-4)
     cfg = get_config(artifacts_dir=tmp_path)

@@ -131,6 +131,12 @@ class Config:
         return 96 if self.fast else 1000
 
     @property
+    def lookalike_compare_rows(self) -> int:
+        """Training rows per run when the sources of negatives are compared (notebook 05, ``bench/lookalike.py``):
+        94 steps of 32 in full mode, under the evaluation interval, so each run keeps its last step."""
+        return 64 if self.fast else 3000
+
+    @property
     def train_eval_steps(self) -> int:
         """Evaluate on dev (and save a checkpoint) every this many optimiser steps during fine-tuning."""
         return 6 if self.fast else 100

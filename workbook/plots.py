@@ -361,3 +361,117 @@ def merge_curve(curve: pd.DataFrame, ax=None, chosen: float | None = None, budge
     ax.set_title(title)
     ax.legend(frameon=False, fontsize="small", loc="lower right")
     return ax
+
+
+def _stacked_labels(ax, xs, ys, labels, fontsize=7) -> None:
+    """Label points without overprinting: each label takes the first offset around its point whose box (estimated
+    from the text length, in screen pixels) meets no label already placed. Set the axes limits first."""
+    ax.figure.canvas.draw_idle()
+    char_w, line_h = 0.62 * fontsize * ax.figure.dpi / 72, 1.25 * fontsize * ax.figure.dpi / 72
+    offsets = [(5, 3), (5, -12), (-5, 3), (-5, -12), (5, 14), (5, -23), (-5, 14), (-5, -23), (5, 25), (5, -34)]
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, lab in sorted(zip(xs, ys, labels, strict=True), key=lambda t: (-t[1], t[0])):
+        px, py = ax.transData.transform((x, y))
+        w = char_w * len(lab)
+        for dx, dy in offsets:
+            x0 = px + dx if dx > 0 else px + dx - w
+            box = (x0, py + dy, x0 + w, py + dy + line_h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(lab, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, zorder=5,
+                    ha="left" if dx > 0 else "right")  # fmt: skip
+
+
+def lookalike_before_after(maps, axes=None, title: str = ""):
+    """Each lookalike group before and after fine-tuning on one shared map (a row per group, a column per model).
+
+    Args:
+        maps: a :class:`workbook.diagnose.beforeafter.GroupMaps`.
+        axes: a 2-D array of axes (groups x models); ``None`` makes the grid.
+
+    Returns:
+        The axes drawn on (2-D).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    set_style()
+    pts = maps.points
+    groups, models = list(maps.separation.index), list(maps.separation.columns)
+    if axes is None:
+        fig, axes = plt.subplots(len(groups), len(models), figsize=(5.2 * len(models), 4.0 * len(groups)),
+                                 squeeze=False)  # fmt: skip
+    axes = np.asarray(axes).reshape(len(groups), len(models))
+    fig = axes[0, 0].figure
+    cmap = plt.get_cmap("tab10")
+    for r, group in enumerate(groups):
+        sub = pts[pts["group"] == group]
+        codes = sorted(sub.loc[sub["kind"] == "doc", "label"].unique())
+        colour = {c: (cmap(i % 10) if len(codes) <= 10 else plt.get_cmap("tab20")(i % 20)) for i, c in enumerate(codes)}
+        pad_x = 0.08 * ((sub["x"].max() - sub["x"].min()) or 1.0)
+        pad_y = 0.12 * ((sub["y"].max() - sub["y"].min()) or 1.0)
+        for c, model in enumerate(models):
+            ax = axes[r, c]
+            m = sub[sub["model"] == model]
+            docs, queries = m[m["kind"] == "doc"], m[m["kind"] == "query"]
+            where = {d.label: (d.x, d.y) for d in docs.itertuples()}
+            for q in queries.itertuples():  # a thin line from each query to its gold code
+                gx, gy = where[q.label]
+                ax.plot([q.x, gx], [q.y, gy], color=colour[q.label], lw=0.6, alpha=0.5, zorder=1)
+            right = queries["nearest"] == queries["label"]
+            for ok, face in ((True, None), (False, "white")):
+                sel = queries[right == ok]
+                cols = [colour[lab] for lab in sel["label"]]
+                ax.scatter(sel["x"], sel["y"], s=30, zorder=3, c=cols if face is None else face,
+                           edgecolors=cols, linewidths=1.2)  # fmt: skip
+            ax.scatter(docs["x"], docs["y"], marker="D", s=80, c=[colour[lab] for lab in docs["label"]],
+                       edgecolors="black", linewidths=0.8, zorder=4)  # fmt: skip
+            ax.set_xlim(sub["x"].min() - 3 * pad_x, sub["x"].max() + 3 * pad_x)
+            ax.set_ylim(sub["y"].min() - pad_y, sub["y"].max() + pad_y)
+            _stacked_labels(ax, docs["x"].tolist(), docs["y"].tolist(), docs["label"].tolist())
+            sep, n = maps.separation.loc[group, model], int(maps.queries.loc[group])
+            ax.set_title(f"{group}, {model}:\n{sep:.0%} of {n} held-out queries nearest their code", fontsize="medium")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [
+        Line2D([], [], marker="D", ls="", color="grey", mec="black", ms=8, label="code (its description), labelled"),
+        Line2D([], [], marker="o", ls="", color="grey", ms=6, label="held-out query, nearest its own code"),
+        Line2D([], [], marker="o", ls="", mfc="white", mec="grey", ms=6, label="held-out query, nearest a sibling"),
+        Line2D([], [], color="grey", lw=0.8, label="line: query to its gold code; colour: the gold code"),
+    ]
+    fig.tight_layout(rect=(0, 0.9 / (4.0 * len(groups)), 1, 1 - 0.5 / (4.0 * len(groups))))
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize="small", bbox_to_anchor=(0.5, 0))
+    fig.suptitle(title or "Lookalike groups before and after fine-tuning (one shared map per group)", fontweight="bold")
+    return axes
+
+
+def before_after_hist(samples, ax=None, title: str = "", xlabel: str = "", zero_line: bool = False, bins: int = 40):
+    """Overlaid histograms of one measure per model (e.g. sibling-pair cosines, base vs tuned), medians marked.
+
+    Args:
+        samples: model name -> values (each model in its method colour).
+        zero_line: draw x = 0 (for margins: left of it the gold code loses to a sibling).
+
+    Returns:
+        The axes drawn on.
+    """
+    import numpy as np
+
+    ax = _axes(ax)
+    values = {k: np.asarray(v, dtype=float) for k, v in samples.items()}
+    lo = min(float(v.min()) for v in values.values())
+    hi = max(float(v.max()) for v in values.values())
+    edges = np.linspace(lo, hi, bins + 1)
+    for name, v in values.items():
+        colour = method_colour(name)
+        ax.hist(v, bins=edges, alpha=0.45, color=colour, label=f"{name} (median {np.median(v):.2f}, n={v.size:,})")
+        ax.axvline(float(np.median(v)), color=colour, lw=1.5)
+    if zero_line:
+        ax.axvline(0, color="black", ls="--", lw=1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.legend(frameon=False, fontsize="small", loc="best")
+    return ax

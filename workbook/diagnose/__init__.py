@@ -23,12 +23,19 @@ Modules:
 - :mod:`workbook.diagnose.collapse` — lookalike collapse measures
 - :mod:`workbook.diagnose.mismatch` — style mismatch, out-of-vocabulary fragmentation, metrics by slice
 - :mod:`workbook.diagnose.projection` — UMAP pictures of lookalike groups
+- :mod:`workbook.diagnose.beforeafter` — lookalike groups before and after tuning on one shared map, with separation
 - :mod:`workbook.diagnose.gate` — the decision gate
 """
 from __future__ import annotations
 
 # Every public name of the submodules, so `from workbook import diagnose as dg; dg.should_fine_tune` keeps working.
+from workbook.diagnose.beforeafter import (  # noqa: F401
+    PROJECTION,
+    GroupMaps,
+    before_after_maps,
+)
 from workbook.diagnose.collapse import (  # noqa: F401
+    collapse_distributions,
     collapse_summary,
     measure_collapse,
     random_pair_cosines,

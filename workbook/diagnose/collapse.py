@@ -189,6 +189,27 @@ def score_table(
     return frame
 
 
+def collapse_distributions(
+    model, ds: Dataset, qrels: Mapping[str, Mapping[str, int]], cache_dir: str | Path | None = None
+) -> dict:
+    """The two per-item distributions behind lookalike collapse, for histograms and summaries.
+
+    Returns:
+        ``pairs``: :func:`sibling_pair_cosines` over every lookalike group; ``margins``: :func:`sibling_margins` of
+        the queries of ``qrels``; ``doc_emb``: the corpus embeddings they came from (the shared cache).
+    """
+    doc_ids = ds.doc_ids()
+    doc_emb = encode_cached(model, ds.doc_texts(), cache_dir, show_progress=False)
+    query_ids = sorted(qrels)
+    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
+    groups = ds.extras["lookalikes"]
+    return {
+        "pairs": sibling_pair_cosines(doc_emb, doc_ids, groups),
+        "margins": sibling_margins(q_emb, query_ids, doc_emb, doc_ids, qrels, sibling_map(groups)),
+        "doc_emb": doc_emb,
+    }
+
+
 def measure_collapse(
     model,
     ds: Dataset,
@@ -204,14 +225,7 @@ def measure_collapse(
         ranked: ``model``'s ranking for those queries (for the sibling-confusion rate@k).
         cache_dir: the shared embedding cache (corpus embeddings are computed once per model weights).
     """
-    doc_ids = ds.doc_ids()
-    doc_emb = encode_cached(model, ds.doc_texts(), cache_dir, show_progress=False)
-    query_ids = sorted(qrels)
-    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
-    groups = ds.extras["lookalikes"]
-    siblings = sibling_map(groups)
-    pairs = sibling_pair_cosines(doc_emb, doc_ids, groups)
-    random_cos = random_pair_cosines(doc_emb, 20_000, seed=seed)
-    confusion = sibling_confusion(ranked, qrels, siblings, k=k)
-    margins = sibling_margins(q_emb, query_ids, doc_emb, doc_ids, qrels, siblings)
-    return collapse_summary(pairs, random_cos, confusion, margins, k=k)
+    dist = collapse_distributions(model, ds, qrels, cache_dir)
+    random_cos = random_pair_cosines(dist["doc_emb"], 20_000, seed=seed)
+    confusion = sibling_confusion(ranked, qrels, sibling_map(ds.extras["lookalikes"]), k=k)
+    return collapse_summary(dist["pairs"], random_cos, confusion, dist["margins"], k=k)

@@ -19,8 +19,9 @@ from workbook.retrieval import encode
 # ------------------------------------------------------------------------------------------------ UMAP projection
 
 
-def group_points(ds: Dataset, groups: Sequence[Mapping]) -> pd.DataFrame:
-    """The docs of some lookalike groups and every query (all splits) whose gold codes all lie in one group.
+def group_points(ds: Dataset, groups: Sequence[Mapping], splits: Sequence[str] | None = None) -> pd.DataFrame:
+    """The docs of some lookalike groups and every query (of ``splits``; ``None``: all) whose gold codes all lie in
+    one group.
 
     Returns:
         One row per point: ``id`` (doc id, or query id), ``kind`` (doc/query), ``group`` (the group's anchor and
@@ -31,7 +32,7 @@ def group_points(ds: Dataset, groups: Sequence[Mapping]) -> pd.DataFrame:
         name = f"{g['anchor']} ({g['kind']})"
         codes = sorted(set(g["codes"]) & ds.corpus.keys())
         rows += [{"id": c, "kind": "doc", "group": name, "label": c, "text": ds.doc_text(c)} for c in codes]
-        for split in ds.splits:
+        for split in ds.splits if splits is None else [x for x in splits if x in ds.qrels]:
             for qid, judged in sorted(ds.qrels[split].items()):
                 gold = sorted(_gold(judged))
                 if gold and set(gold) <= set(codes):

@@ -29,6 +29,7 @@ Modules:
 - :mod:`workbook.negatives.settings` — mining settings, the training-label rule, input pairs
 - :mod:`workbook.negatives.known` — known relevant/equivalent docs per query
 - :mod:`workbook.negatives.mine` — mining
+- :mod:`workbook.negatives.lookalike` — curated lookalike negatives (the positive's siblings) beside the mined ones
 - :mod:`workbook.negatives.audit` — the false-negative audit, Excludes1 partners, picking a setting
 - :mod:`workbook.negatives.store` — saving and loading a mined training set
 """
@@ -45,6 +46,13 @@ from workbook.negatives.audit import (  # noqa: F401
 )
 from workbook.negatives.known import (  # noqa: F401
     known_equivalents,
+)
+from workbook.negatives.lookalike import (  # noqa: F401
+    NEGATIVE_SOURCES,
+    MixStats,
+    lookalike_negatives,
+    mix_negatives,
+    sibling_coverage,
 )
 from workbook.negatives.mine import (  # noqa: F401
     MinedNegatives,

@@ -75,17 +75,18 @@ from workbook.pipeline.steps_check import (
 )
 from workbook.pipeline.steps_eval import (
     gate_vs_measurement,
+    lookalikes_before_after,
     pick_umap_groups,
     step_decision,
     step_evaluate,
     step_forgetting,
     truncation_curve,
     tuned_runs,
-    umap_before_after,
 )
 from workbook.pipeline.steps_train import (
     GENERIC_INSTRUCTION,
     generic_template,
+    resolve_negatives,
     resolve_source,
     step_finetune,
     step_negatives,
@@ -134,6 +135,7 @@ __all__ = [
     "read_json",
     "read_manifest",
     "read_settings_file",
+    "resolve_negatives",
     "resolve_source",
     "run_casestudy",
     "run_pipeline",
@@ -153,7 +155,7 @@ __all__ = [
     "team_config",
     "truncation_curve",
     "tuned_runs",
-    "umap_before_after",
+    "lookalikes_before_after",
     "write_json",
     "write_report",
 ]

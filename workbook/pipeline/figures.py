@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from workbook.files import atomic_save
-from workbook.plots import bar_counts, ci_bars, lookalike_maps, metric_lines, set_style
+from workbook.plots import bar_counts, before_after_hist, ci_bars, lookalike_before_after, metric_lines, set_style
 
 
 def _save(fig, folder: Path, name: str) -> Path:
@@ -50,8 +50,21 @@ def figure_truncation(trunc: pd.DataFrame, folder: Path, title: str) -> Path:
     return _save(ax.figure, folder, "truncation")
 
 
-def figure_umap(points: pd.DataFrame, when: str, folder: Path, title: str) -> Path:
-    """The lookalike groups on the UMAP map (``when``: before/after)."""
-    frame = points.rename(columns={f"x_{when}": "x", f"y_{when}": "y"})
-    axes = lookalike_maps(frame, title=title)
-    return _save(axes[0].figure, folder, f"umap_{when}")
+def figure_lookalikes(drawn: dict, folder: Path, title: str) -> Path:
+    """Each drawn lookalike group before and after tuning on its shared map, separation in the panel titles."""
+    from workbook.diagnose.beforeafter import GroupMaps
+
+    maps = GroupMaps(points=pd.DataFrame(drawn["points"]), separation=pd.DataFrame(drawn["separation"]),
+                     queries=pd.Series(drawn["queries"]), method=drawn["method"])  # fmt: skip
+    axes = lookalike_before_after(maps, title=title)
+    return _save(axes[0, 0].figure, folder, "lookalikes_before_after")
+
+
+def figure_lookalike_distributions(drawn: dict, folder: Path) -> Path:
+    """Sibling-pair cosines and test queries' gold-minus-best-sibling margins, base vs fine-tuned."""
+    set_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
+    before_after_hist(drawn["pair_cosines"], ax=left, xlabel="cosine", title="Sibling code pairs")
+    before_after_hist(drawn["margins"], ax=right, zero_line=True, title="Test queries with a sibling",
+                      xlabel="cosine to gold - to best sibling (left of 0: a sibling wins)")  # fmt: skip
+    return _save(fig, folder, "lookalike_distributions")

@@ -213,8 +213,16 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     if syn.get("filter_report"):
         report = pd.DataFrame(syn["filter_report"]).set_index("filter")
         b.append(Block("table", report, caption="synthetic queries: each filter in order"))
-    b.append(Block("p", f"**Hard negatives.** Source `{neg['source']}`: {neg['rows']:,} training rows; known false "
-                        "negatives among the mined ones (audit):"))  # fmt: skip
+    kinds = {
+        "mined": "mined from the base model's neighbours",
+        "lookalike": "the positive's lookalike siblings (lookalikes.jsonl), mined ones filling rows with fewer",
+        "both": "one lookalike sibling (lookalikes.jsonl) and one mined negative per row",
+    }
+    negs = neg.get("negatives", "mined")
+    mixes = neg.get("negative_mix", [])
+    mix = "".join(f" {m['rows_with_sibling']:,} of {m['rows']:,} rows got a sibling." for m in mixes)
+    b.append(Block("p", f"**Hard negatives.** Source `{neg['source']}`: {neg['rows']:,} training rows; negatives: "
+                        f"{kinds.get(negs, negs)}.{mix} Known false negatives among the mined ones:"))  # fmt: skip
     b.append(Block("table", frame_from_json(neg["audit"])))
 
     # -- fine-tuning
@@ -243,23 +251,20 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     if "collapse" in ev:
         b.append(Block("h2", "Lookalikes"))
         b.append(Block("table", frame_from_json(ev["collapse"]), caption="lookalike collapse on the test queries"))
-        if "umap" in ev:
-            umap = read_json(run_dir / "06_evaluate" / "umap.json")
-            points = pd.DataFrame(umap["points"])
-            agree = umap["nearest_doc_agreement"]
-            b.append(
-                Block(
-                    "p",
-                    f"UMAP fit on the base model's embeddings of {len(points)} docs and queries of "
-                    f"{len(umap['groups'])} lookalike groups; the fine-tuned model's embeddings of the "
-                    f"same texts placed on the same map. Queries whose nearest doc on the map is their "
-                    f"own: {fmt(agree.get('before'))} before, {fmt(agree.get('after'))} after.",
-                )
-            )
-            for when in ("before", "after"):
-                label = "base model" if when == "before" else "fine-tuned model"
-                b.append(Block("figure", figures.figure_umap(points, when, figs, f"Lookalike groups, {label}"),
-                               caption=f"UMAP {when} fine-tuning"))  # fmt: skip
+        drawn_path = run_dir / "06_evaluate" / "lookalike_map.json"
+        drawn = read_json(drawn_path) if drawn_path.is_file() else {}
+        if drawn.get("points"):
+            sep = pd.DataFrame(drawn["separation"])
+            b.append(Block("p", f"{len(drawn['groups'])} lookalike groups, each on one shared map of both models "
+                                f"({drawn['method']}), with its test queries linked to their gold code. Separation "
+                                "(measured in the full embedding space): the share of a group's test queries whose "
+                                f"most similar code in the group is their own; mean {fmt(sep['base'].mean())} base, "
+                                f"{fmt(sep['fine-tuned'].mean())} fine-tuned."))  # fmt: skip
+            b.append(Block("figure", figures.figure_lookalikes(drawn, figs, "Lookalike groups before and after "
+                                                               "fine-tuning"), caption="lookalike groups"))  # fmt: skip
+        if drawn.get("margins"):
+            b.append(Block("figure", figures.figure_lookalike_distributions(drawn, figs),
+                           caption="sibling-pair cosines and gold-vs-sibling margins, base vs fine-tuned"))  # fmt: skip
 
     # -- forgetting
     b.append(Block("h2", "Forgetting check"))

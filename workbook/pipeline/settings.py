@@ -13,6 +13,7 @@ from pathlib import Path
 from workbook.config import Config
 from workbook.diagnose import DOMAIN_SLICES
 from workbook.files import clean_json
+from workbook.negatives import NEGATIVE_SOURCES
 from workbook.train import DEFAULT_RECIPE, RECIPES, SOURCES
 
 
@@ -40,10 +41,14 @@ class PipelineSettings:
         source: training data: ``"real"``, ``"synthetic"``, ``"both"`` or ``"auto"`` (real when there is a train
             split, plus synthetic when generated).
         recipe: a recipe of :data:`workbook.train.RECIPES`.
+        negatives: where the rows' negatives come from: ``"mined"``, ``"lookalike"`` or ``"both"`` (the dataset's
+            ``lookalikes.jsonl`` groups: :mod:`workbook.negatives.lookalike`), or ``"auto"``
+            (:data:`workbook.train.DEFAULT_NEGATIVES` when the dataset has lookalike groups, else mined).
         max_rows: training rows: an integer, ``"auto"`` (``cfg.train_max_rows``) or ``"all"``.
         train_batch_size, train_epochs, learning_rate: recipe overrides (``None``: the recipe's).
         truncate_dims: embedding sizes for the truncation (Matryoshka) curve.
-        umap_groups: lookalike groups drawn on the UMAP (when the dataset has ``lookalikes.jsonl``).
+        umap_groups: lookalike groups drawn before and after tuning (when the dataset has ``lookalikes.jsonl``; the
+            name is kept from when the picture was a UMAP).
         forgetting: run the SciFact forgetting check.
         min_pairs, cluster_margin, domain_slices: the gate's thresholds (:func:`workbook.diagnose.should_fine_tune`).
         rerank_baseline: add the reranker baseline (``cfg.reranker``, or a cross-encoder trained on the train split
@@ -66,6 +71,7 @@ class PipelineSettings:
     generator_threads: int | None = None
     source: str = "auto"
     recipe: str = DEFAULT_RECIPE
+    negatives: str = "auto"
     max_rows: int | str | None = "auto"
     train_batch_size: int | None = None
     train_epochs: float | None = None
@@ -90,6 +96,7 @@ class PipelineSettings:
             "generator_api": ("completions", "chat"),
             "source": ("auto", *SOURCES),
             "recipe": tuple(sorted(RECIPES)),
+            "negatives": ("auto", *NEGATIVE_SOURCES),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

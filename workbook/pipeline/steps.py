@@ -54,7 +54,8 @@ STEPS: tuple[Step, ...] = (
         "04_negatives",
         step_negatives,
         ("01_validate", "03_synthetic"),
-        uses=("base_model", "source", "recipe", "train_batch_size", "fast"),
+        uses=("base_model", "source", "recipe", "negatives", "train_batch_size", "fast"),
+        version=2,
     ),  # fmt: skip
     Step(
         "05_finetune",
@@ -67,7 +68,7 @@ STEPS: tuple[Step, ...] = (
         "06_evaluate",
         step_evaluate,
         ("02_baselines", "05_finetune"),
-        version=2,
+        version=3,
         uses=(*_COMMON, "seed", "truncate_dims", "umap_groups", "n_resamples"),
     ),  # fmt: skip
     Step(

@@ -6,18 +6,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from workbook.data import Dataset, load_scifact, slice_queries
 from workbook.diagnose import (
     CLUSTER_CHECK,
     GAP_CHECK,
-    fit_projection,
+    before_after_maps,
+    collapse_distributions,
     gate_inputs,
-    group_points,
     measure_collapse,
-    nearest_doc_agreement,
     picked_groups,
     should_fine_tune,
 )
@@ -76,7 +74,8 @@ def truncation_curve(ctx: RunContext, models: Mapping[str, object], split: str, 
 
 def pick_umap_groups(ds: Dataset, n: int) -> list[dict]:
     """Lookalike groups to draw: the ones the dataset names (:func:`workbook.diagnose.picked_groups`; the case
-    study's), else the ``n`` groups with the most single-group queries (no two sharing a doc; ties by group id)."""
+    study's), else the ``n`` groups with the most single-group test queries (the map shows held-out queries only; no
+    two groups sharing a doc; ties by group id)."""
     if named := picked_groups(ds):
         return named[:n]
     groups = ds.extras.get("lookalikes", [])
@@ -86,12 +85,11 @@ def pick_umap_groups(ds: Dataset, n: int) -> list[dict]:
         for c in codes:
             by_code.setdefault(c, []).append(gid)
     counts = dict.fromkeys(codes_of, 0)
-    for split in ds.splits:
-        for judged in ds.qrels[split].values():
-            gold = {d for d, s in judged.items() if s > 0}
-            if gold:
-                for gid in by_code.get(min(gold), []):
-                    counts[gid] += gold <= codes_of[gid]
+    for judged in ds.qrels.get("test", {}).values():
+        gold = {d for d, s in judged.items() if s > 0}
+        if gold:
+            for gid in by_code.get(min(gold), []):
+                counts[gid] += gold <= codes_of[gid]
     ranked = sorted((g for g in groups if len(codes_of[g["group_id"]]) >= 2 and counts[g["group_id"]]),
                     key=lambda g: (-counts[g["group_id"]], -len(codes_of[g["group_id"]]), g["group_id"]))  # fmt: skip
     picked, used = [], set()
@@ -104,31 +102,28 @@ def pick_umap_groups(ds: Dataset, n: int) -> list[dict]:
     return picked
 
 
-def umap_before_after(ctx: RunContext) -> dict | None:
-    """Points of some lookalike groups on a UMAP fit on the base model's embeddings, and the tuned model's
-    embeddings of the same texts placed on it (``transform``), with the nearest-doc agreement before and after."""
+def lookalikes_before_after(ctx: RunContext) -> dict | None:
+    """Some lookalike groups before and after tuning on one shared map per group (:func:`before_after_maps`, the
+    test queries), with each group's measured separation, and the sibling-pair cosines and gold-vs-sibling margins
+    of both models (for the report's histograms)."""
     groups = pick_umap_groups(ctx.ds, ctx.settings.umap_groups)
-    if not groups:
-        return None
-    points = group_points(ctx.ds, groups)
-    if len(points) < 10:
-        return None
-    texts = points["text"].tolist()
-    before = encode(ctx.base, texts, show_progress=False)
-    projection = fit_projection(before, points["id"].tolist(), None, seed=ctx.cfg.seed,
-                                n_neighbors=min(15, len(points) - 1))  # fmt: skip
-    after = projection.transform(encode(ctx.tuned(), texts, show_progress=False))
-    out = points.drop(columns=["text"]).assign(
-        x_before=projection.coords[:, 0], y_before=projection.coords[:, 1], x_after=after[:, 0], y_after=after[:, 1]
-    )
-    agreement = {}
-    for when, xy in (("before", projection.coords), ("after", after)):
-        try:
-            agreement[when] = nearest_doc_agreement(points, np.asarray(xy))
-        except ValueError:
-            agreement[when] = None
-    return {"groups": [g["group_id"] for g in groups], "points": out.to_dict(orient="records"),
-            "nearest_doc_agreement": agreement}  # fmt: skip
+    models = {"base": ctx.base, "fine-tuned": ctx.tuned()}
+    out: dict = {}
+    if groups:
+        maps = before_after_maps(ctx.ds, models, groups, splits=("test",))
+        if maps.queries.sum() > 0:
+            out = {
+                "groups": [g["group_id"] for g in groups],
+                "points": maps.points.drop(columns=["text"]).round(6).to_dict(orient="records"),
+                "separation": {m: maps.separation[m].round(6).to_dict() for m in maps.separation.columns},
+                "queries": maps.queries.to_dict(),
+                "method": maps.method,
+            }
+    test = ctx.ds.qrels["test"]
+    dists = {m: collapse_distributions(model, ctx.ds, test, ctx.emb_cache) for m, model in models.items()}
+    out["pair_cosines"] = {m: [round(float(x), 4) for x in d["pairs"]["cosine"]] for m, d in dists.items()}
+    out["margins"] = {m: [round(float(x), 4) for x in d["margins"]["margin"]] for m, d in dists.items()}
+    return out
 
 
 def step_evaluate(ctx: RunContext, out: Path) -> dict:
@@ -187,7 +182,7 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
     trunc = truncation_curve(ctx, {"base": ctx.base, "fine-tuned": ctx.tuned()}, "test", st.truncate_dims)
     result["truncation"] = frame_to_json(trunc)
     if ds.extras.get("lookalikes"):
-        ctx.log("  lookalike collapse and UMAP before/after")
+        ctx.log("  lookalike collapse, and the lookalike groups before/after")
         collapse = {
             label: measure_collapse(
                 model, ds, ds.qrels["test"], rankings["test"][name], k=10, cache_dir=ctx.emb_cache, seed=cfg.seed
@@ -195,11 +190,10 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict:
             for label, model, name in (("base", ctx.base, base_name), ("fine-tuned", ctx.tuned(), "fine-tuned"))
         }
         result["collapse"] = frame_to_json(pd.DataFrame(collapse))
-        umap_points = umap_before_after(ctx)
-        if umap_points is not None:
-            write_json(out / "umap.json", umap_points)
-            result["umap"] = {"groups": umap_points["groups"], "nearest_doc_agreement":
-                              umap_points["nearest_doc_agreement"], "points": len(umap_points["points"])}  # fmt: skip
+        drawn = lookalikes_before_after(ctx)
+        write_json(out / "lookalike_map.json", drawn)
+        result["lookalike_map"] = {"groups": drawn.get("groups", []), "points": len(drawn.get("points", [])),
+                                   "separation": drawn.get("separation", {})}  # fmt: skip
     return result
 
 

@@ -32,11 +32,12 @@ from workbook.synth import (
 )
 from workbook.train import (
     CARD_FILE,
+    DEFAULT_NEGATIVES,
     get_recipe,
     load_or_train,
     synthetic_dataset,
     synthetic_training_set_path,
-    training_data,
+    training_data_with_stats,
 )
 
 # -- 03 synthetic ---------------------------------------------------------------------------------------------
@@ -184,6 +185,17 @@ def resolve_source(setting: str, has_train: bool, n_synthetic: int) -> str:
     raise PipelineError("no training data: the dataset has no train split and no synthetic pair was kept")
 
 
+def resolve_negatives(setting: str, has_lookalikes: bool) -> str:
+    """The source of negatives: the setting, or for ``"auto"`` the default pick when the dataset has lookalike
+    groups and mined negatives otherwise; a lookalike source without groups is an error naming the file."""
+    if setting == "auto":
+        return DEFAULT_NEGATIVES if has_lookalikes else "mined"
+    if setting != "mined" and not has_lookalikes:
+        raise PipelineError(f"negatives = {setting!r} needs lookalike groups: add lookalikes.jsonl to the dataset "
+                            "(one {\"codes\": [doc ids]} group per line) or set negatives = \"mined\"")
+    return setting
+
+
 def _recipe(ctx: RunContext):
     st = ctx.settings
     recipe = get_recipe(st.recipe)
@@ -209,7 +221,8 @@ def step_negatives(ctx: RunContext, out: Path) -> dict:
     if source in ("real", "both") and "train" not in ctx.ds.qrels:
         raise PipelineError(f"source {source!r} needs a train split (qrels/train.tsv)")
     recipe = _recipe(ctx)
-    rows = training_data(cfg, ctx.ds, ctx.base, source, recipe.num_negatives, synthetic_pairs=pairs or None)
+    negatives = resolve_negatives(ctx.settings.negatives, bool(ctx.ds.extras.get("lookalikes")))
+    rows, mix = training_data_with_stats(cfg, ctx.ds, ctx.base, source, recipe.num_negatives, pairs or None, negatives)
     if len(rows) == 0:
         raise PipelineError("mining left no training row with enough hard negatives; the corpus may be too small")
     parts = {
@@ -230,7 +243,8 @@ def step_negatives(ctx: RunContext, out: Path) -> dict:
         audits.append(audit(ds, mined, name=name))
         files += [path, path.with_suffix(".meta.json")]
     table = audit_table(audits)
-    return {"source": source, "rows": len(rows), "audit": frame_to_json(table), "external": external_files(files)}
+    return {"source": source, "negatives": negatives, "negative_mix": [dataclasses.asdict(m) for m in mix],
+            "rows": len(rows), "audit": frame_to_json(table), "external": external_files(files)}
 
 
 # -- 05 fine-tune ---------------------------------------------------------------------------------------------
@@ -238,11 +252,12 @@ def step_negatives(ctx: RunContext, out: Path) -> dict:
 
 def step_finetune(ctx: RunContext, out: Path) -> dict:
     """Fine-tune the base model with the recipe on the mined rows (a saved run with the same key is reused)."""
-    source = ctx.result("04_negatives")["source"]
+    negatives = ctx.result("04_negatives")
+    source = negatives["source"]
     pairs = _synthetic_pairs(ctx)
     trained = load_or_train(
         ctx.cfg, _recipe(ctx), source, ctx.settings.rows(ctx.cfg), ds=ctx.ds, base=ctx.base, show_progress=True,
-        synthetic_pairs=pairs or None, dev_split="dev",
+        synthetic_pairs=pairs or None, dev_split="dev", negatives=negatives.get("negatives", "mined"),
     )  # fmt: skip
     ctx._cache["tuned"] = trained.model
     write_json(out / "log_history.json", trained.history)

@@ -11,8 +11,12 @@ Recipes (:data:`RECIPES`), all on (query, relevant doc, hard negative) rows:
 - ``lora`` — MNRL training only a LoRA adapter (peft) on the attention projections; merged into the weights when
   saved, so the result loads and serves like any other model.
 
+Two more losses for hard negatives (:data:`LOSSES`): ``mnrl-hard`` (MNRL that weights each explicit hard negative by
+its detached similarity) and ``gist`` (``GISTEmbedLoss`` guided by a frozen copy of the starting model).
+
 Data sources: ``real`` (the train split's human queries: the "production logs" case), ``synthetic`` (notebook 04's
-generated queries) and ``both``. Hard negatives come from notebook 03's miner (:mod:`workbook.negatives`).
+generated queries) and ``both``. Hard negatives come from notebook 03's miner (:mod:`workbook.negatives`), the
+positive's curated lookalikes, or both (``negatives=``; :mod:`workbook.negatives.lookalike`).
 
 Each run keeps checkpoints, evaluates on dev while training (best checkpoint kept), resumes from its last checkpoint
 when interrupted, and saves the final model with ``workbook_card.json`` (base model, data hash, recipe, dev metrics).
@@ -23,6 +27,7 @@ Modules:
 - :mod:`workbook.train.rows` — training rows and their sources
 - :mod:`workbook.train.devsets` — dev scoring during and after training
 - :mod:`workbook.train.run` — one fine-tuning run
+- :mod:`workbook.train.lookalike` — lookalike-aware runs compared on dev, and the pick rule
 - :mod:`workbook.train.cards` — the trained-model cache (load_or_train) and its card (:mod:`workbook.cards`)
 """
 from __future__ import annotations
@@ -42,7 +47,16 @@ from workbook.train.devsets import (  # noqa: F401
 )
 
 # Every public name of the submodules, so `from workbook.train import load_or_train` keeps working.
+from workbook.train.lookalike import (  # noqa: F401
+    LOOKALIKE_VARIANTS,
+    PICK_RULE,
+    Variant,
+    get_variant,
+    lookalike_dev_metrics,
+    pick_lookalike_variant,
+)
 from workbook.train.recipes import (  # noqa: F401
+    DEFAULT_NEGATIVES,
     DEFAULT_RECIPE,
     DEFAULT_SOURCE,
     LOSSES,
@@ -61,6 +75,7 @@ from workbook.train.rows import (  # noqa: F401
     synthetic_dataset,
     synthetic_training_set_path,
     training_data,
+    training_data_with_stats,
 )
 from workbook.train.run import (  # noqa: F401
     TrainedModel,

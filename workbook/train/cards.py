@@ -20,7 +20,7 @@ from workbook.models import load_model
 from workbook.retrieval import model_fingerprint
 from workbook.train.devsets import _dev_metrics, dev_evaluator
 from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, Recipe, get_recipe
-from workbook.train.rows import data_hash, sample_rows, training_data
+from workbook.train.rows import data_hash, sample_rows, training_data_with_stats
 from workbook.train.run import TrainedModel, fine_tune
 
 
@@ -33,10 +33,11 @@ def _versions() -> dict[str, str]:
             "torch": torch.__version__}  # fmt: skip
 
 
-def run_dir(cfg: Config, recipe: Recipe, source: str, max_rows: int | None, key: str) -> Path:
-    """``artifacts/models/<mode>/<recipe>-<source>[-<rows>]-<key>``: one folder per distinct training run."""
+def run_dir(cfg: Config, recipe: Recipe, source: str, max_rows: int | None, key: str, negatives: str = "mined") -> Path:
+    """``artifacts/models/<mode>/<recipe>-<source>[-<negatives>][-<rows>]-<key>``: one folder per distinct run."""
     rows = "" if max_rows is None else f"-{max_rows}"
-    return cfg.artifacts_dir / "models" / cfg.mode / f"{recipe.name}-{source}{rows}-{key}"
+    negs = "" if negatives == "mined" else f"-{negatives}"
+    return cfg.artifacts_dir / "models" / cfg.mode / f"{recipe.name}-{source}{negs}{rows}-{key}"
 
 
 def load_or_train(
@@ -50,6 +51,7 @@ def load_or_train(
     synthetic_pairs: Sequence[tuple[str, str]] | None = None,
     dev_split: str | None = "dev",
     dev_scope: str = "corpus",
+    negatives: str = "mined",
 ) -> TrainedModel:
     """The fine-tuned model for (recipe, data source, rows): loaded when this exact run is saved, else trained.
 
@@ -70,6 +72,8 @@ def load_or_train(
         dev_scope: the card's dev metrics over the whole ``"corpus"`` or over the dev ``"candidates"`` (see
             :func:`candidate_dev_metrics`: cheaper, for comparing many runs). A saved run not yet scored in that scope
             is scored once and the scores are added to its card (``dev_scores``).
+        negatives: where the negative columns come from: ``"mined"`` (notebook 03's set), ``"lookalike"`` (the
+            positive's curated lookalikes) or ``"both"`` (see :mod:`workbook.negatives.lookalike`).
 
     Returns:
         The :class:`TrainedModel`; ``card`` holds base model, data hash, recipe, timings and full-corpus dev metrics.
@@ -82,12 +86,13 @@ def load_or_train(
     ds = ds or load_icd10cm(cfg)
     base = base or load_model(cfg.base_model, cfg)
     rows = cfg.train_max_rows if max_rows == "auto" else max_rows
-    data = training_data(cfg, ds, base, source, recipe.num_negatives, synthetic_pairs=synthetic_pairs)
+    data, mix = training_data_with_stats(cfg, ds, base, source, recipe.num_negatives, synthetic_pairs, negatives)
     data = sample_rows(data, rows, cfg.seed)
     digest = data_hash(data)
     base_fp = model_fingerprint(base)
-    key_src = json.dumps([asdict(recipe), source, rows, cfg.seed, base_fp, digest], sort_keys=True)
-    folder = run_dir(cfg, recipe, source, rows, hashlib.sha256(key_src.encode()).hexdigest()[:10])
+    key = [asdict(recipe), source, rows, cfg.seed, base_fp, digest] + ([negatives] if negatives != "mined" else [])
+    key_src = json.dumps(key, sort_keys=True)
+    folder = run_dir(cfg, recipe, source, rows, hashlib.sha256(key_src.encode()).hexdigest()[:10], negatives)
     final = folder / "model"
     if dev_scope not in ("corpus", "candidates"):
         raise ValueError(f"dev_scope must be 'corpus' or 'candidates', not {dev_scope!r}")
@@ -116,7 +121,8 @@ def load_or_train(
         "base_model_fingerprint": base_fp,
         "model_fingerprint": model_fingerprint(trained.model),
         "dataset": ds.name,
-        "data": {"source": source, "rows": len(data), "sha256": digest, "columns": data.column_names},
+        "data": {"source": source, "rows": len(data), "sha256": digest, "columns": data.column_names,
+                 "negatives": negatives, "negative_mix_all_rows": [asdict(m) for m in mix]},
         "seed": cfg.seed,
         "mode": cfg.mode,
         **trained.card,

@@ -14,14 +14,20 @@ from workbook.retrieval import BM25Index, DenseIndex, bm25_ranking, dense_rankin
 
 
 def dev_candidates(cfg: Config, ds: Dataset, model, split: str = "dev", n: int | None = None) -> list[str]:
-    """Doc ids of the in-training dev corpus: every gold doc of ``split`` plus, per query, the base ``model``'s and
-    BM25's top ``n`` (``cfg.dev_eval_candidates``).
+    """Doc ids of the in-training dev corpus: every gold doc of ``split`` and its lookalike siblings (when the
+    dataset has ``extras["lookalikes"]``), plus, per query, the base ``model``'s and BM25's top ``n``
+    (``cfg.dev_eval_candidates``).
 
     Encoding 74,714 docs at every evaluation would cost minutes on CPU; the candidates keep what matters for ranking
-    (the gold docs and the distractors a retriever actually confuses them with). Final dev numbers use the full corpus.
+    (the gold docs and the distractors a retriever actually confuses them with, siblings included, so the sibling
+    confusion can be measured on them). Final dev numbers use the full corpus.
     """
+    from workbook.diagnose.collapse import sibling_map
+
     n = n or cfg.dev_eval_candidates
     keep = {d for docs in ds.qrels[split].values() for d, s in docs.items() if s > 0}
+    siblings = sibling_map(ds.extras.get("lookalikes", []))
+    keep |= {s for d in list(keep) for s in siblings.get(d, ())}
     dense = dense_ranking(model, ds, split, k=n, cache_dir=cfg.cache_dir / "embeddings", show_progress=False)
     lexical = bm25_ranking(ds, split, k=n, index=BM25Index.from_dataset(ds))
     for run in (dense, lexical):

@@ -12,13 +12,17 @@ class Recipe:
 
     Attributes:
         name: label for tables and folders.
-        loss: ``"mnrl"``, ``"cached-mnrl"`` or ``"matryoshka"``.
+        loss: a :data:`LOSSES` name: ``"mnrl"``, ``"cached-mnrl"``, ``"matryoshka"``, ``"mnrl-hard"`` (MNRL that
+            up-weights the explicit hard negatives by their own similarity) or ``"gist"`` (GISTEmbed: a frozen copy
+            of the starting model drops every in-batch negative it scores above the positive).
         lora: train a LoRA adapter only (``lora_r``, ``lora_alpha``, ``lora_dropout``) instead of every weight.
         num_negatives: mined hard negatives per row (0: in-batch negatives only).
         batch_size: rows per optimiser step (for ``cached-mnrl``: the large batch, split into ``mini_batch_size``).
         learning_rate: peak learning rate (linear warm-up over ``warmup_ratio`` of the steps, then linear decay).
         epochs: passes over the training rows.
         matryoshka_dims: dimensions trained by ``matryoshka`` (the first is the full size).
+        hardness_strength: ``mnrl-hard``'s weight on a hard negative's (detached) similarity inside the softmax
+            (5 as in EmbeddingGemma's recipe).
     """
 
     name: str = "mnrl"
@@ -34,10 +38,14 @@ class Recipe:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    hardness_strength: float = 5.0
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"recipe {self.name!r}: loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss == "gist" and self.num_negatives > 1:  # GISTEmbedLoss raises "Expected 2 or 3 embeddings"
+            raise ValueError(f"recipe {self.name!r}: the gist loss takes at most one negative per row "
+                             f"(sentence-transformers' GISTEmbedLoss), got num_negatives={self.num_negatives}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class Loss:
     caches_gradients: bool = False
 
 
-def _ranking_loss(model, mini_batch_size: int | None):
+def _ranking_loss(model, mini_batch_size: int | None, **kwargs):
     """MNRL, or its gradient-caching twin (the same gradients, bounded activation memory) when given a mini-batch."""
     # sentence-transformers (and torch under it) load in seconds: imported where a loss is built, not on import
     from sentence_transformers.sentence_transformer.losses import (
@@ -63,8 +71,28 @@ def _ranking_loss(model, mini_batch_size: int | None):
     )
 
     if mini_batch_size is None:
-        return MultipleNegativesRankingLoss(model)
-    return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
+        return MultipleNegativesRankingLoss(model, **kwargs)
+    return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **kwargs)
+
+
+def _mnrl_hard(model, recipe: Recipe, mini_batch_size: int | None):
+    """MNRL with hardness weighting on the explicit hard negatives only (``hardness_mode="hard_negatives"``)."""
+    return _ranking_loss(model, mini_batch_size, hardness_mode="hard_negatives",
+                         hardness_strength=recipe.hardness_strength)
+
+
+def _gist(model, recipe: Recipe, mini_batch_size: int | None):
+    """GISTEmbed with a frozen copy of the model as it is before training as the guide (cached when asked)."""
+    import copy
+
+    from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss, GISTEmbedLoss
+
+    guide = copy.deepcopy(model).eval()
+    for p in guide.parameters():
+        p.requires_grad_(False)
+    if mini_batch_size is None:
+        return GISTEmbedLoss(model, guide=guide)
+    return CachedGISTEmbedLoss(model, guide=guide, mini_batch_size=mini_batch_size)
 
 
 def _cached_mnrl(model, recipe: Recipe, mini_batch_size: int | None):
@@ -83,6 +111,8 @@ LOSSES: dict[str, Loss] = {
     "mnrl": Loss(lambda model, recipe, mini: _ranking_loss(model, mini)),
     "cached-mnrl": Loss(_cached_mnrl, caches_gradients=True),
     "matryoshka": Loss(_matryoshka),
+    "mnrl-hard": Loss(_mnrl_hard),
+    "gist": Loss(_gist),
 }
 
 RECIPES = {
@@ -94,6 +124,9 @@ RECIPES = {
 #: The recipe and data source notebook 05 picks from the full-mode comparison on dev (see its table).
 DEFAULT_RECIPE = "mnrl"
 DEFAULT_SOURCE = "real"
+#: Where the default training rows' negatives come from, when the dataset has lookalike groups (notebook 05 section 7
+#: and ``bench/lookalike.py`` pick it on dev; without groups, mined negatives).
+DEFAULT_NEGATIVES = "mined"
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:

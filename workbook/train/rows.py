@@ -10,6 +10,7 @@ from pathlib import Path
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.negatives import load_or_mine_training_set, training_set_path
+from workbook.negatives.lookalike import NEGATIVE_SOURCES, lookalike_negatives, mix_negatives
 
 SOURCES = ("real", "synthetic", "both")
 
@@ -46,6 +47,7 @@ def training_data(
     source: str = "real",
     num_negatives: int = 1,
     synthetic_pairs: Sequence[tuple[str, str]] | None = None,
+    negatives: str = "mined",
 ):
     """Training rows ``anchor, positive, negative_1..N`` for a data source, with hard negatives mined by the base
     ``model`` (notebook 03's settings, known false negatives excluded; cached under ``artifacts/negatives``).
@@ -55,28 +57,58 @@ def training_data(
         num_negatives: hard negatives kept per row (at most the 5 mined).
         synthetic_pairs: (query text, doc id) pairs to use as the synthetic source; ``None`` loads the case study's
             cached set (:func:`workbook.synth.load_synthetic_pairs`).
+        negatives: ``"mined"``, ``"lookalike"`` or ``"both"``: where the negative columns come from
+            (:mod:`workbook.negatives.lookalike`; the lookalike kinds need ``ds.extras["lookalikes"]``).
 
     Returns:
         A ``datasets.Dataset``; for ``both``, the real rows then the synthetic rows.
     """
+    return training_data_with_stats(cfg, ds, model, source, num_negatives, synthetic_pairs, negatives)[0]
+
+
+def training_data_with_stats(
+    cfg: Config,
+    ds: Dataset,
+    model,
+    source: str = "real",
+    num_negatives: int = 1,
+    synthetic_pairs: Sequence[tuple[str, str]] | None = None,
+    negatives: str = "mined",
+):
+    """:func:`training_data` and, per data source, the :class:`~workbook.negatives.lookalike.MixStats` of its rows
+    (an empty list for ``negatives="mined"``)."""
     import datasets
 
 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    parts = []
+    if negatives not in NEGATIVE_SOURCES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_SOURCES}, got {negatives!r}")
+    if negatives != "mined" and not ds.extras.get("lookalikes"):
+        raise ValueError(f"{ds.name}: negatives={negatives!r} needs lookalike groups (lookalikes.jsonl); it has none")
+    sets = []  # (dataset the ids refer to, mined rows with ids)
     if source in {"real", "both"}:
-        parts.append(load_or_mine_training_set(cfg, ds, model))
+        sets.append((ds, load_or_mine_training_set(cfg, ds, model, with_ids=True)))
     if source in {"synthetic", "both"}:
         if synthetic_pairs is None:
             from workbook.synth import load_synthetic_pairs  # lazy: the synth package loads llama.cpp helpers
 
             synthetic_pairs = load_synthetic_pairs(cfg, ds)
         syn = synthetic_dataset(ds, synthetic_pairs)
-        parts.append(load_or_mine_training_set(cfg, syn, model, path=synthetic_training_set_path(cfg)))
+        path = synthetic_training_set_path(cfg)
+        sets.append((syn, load_or_mine_training_set(cfg, syn, model, with_ids=True, path=path)))
     columns = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, num_negatives + 1)]
-    parts = [p.select_columns(columns) for p in parts]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    parts, stats = [], []
+    for data, rows in sets:
+        if negatives == "mined":
+            parts.append(rows.select_columns(columns))
+            continue
+        pairs = zip(rows["query_id"], rows["positive_id"], strict=True)
+        look = lookalike_negatives(data, pairs, model, ds.extras["lookalikes"], cfg.cache_dir / "embeddings")
+        mixed, stat = mix_negatives(rows, data, look, negatives, num_negatives)
+        parts.append(mixed)
+        stats.append(stat)
+    return (parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)), stats
 
 
 def sample_rows(data, max_rows: int | None, seed: int):

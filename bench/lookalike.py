@@ -1,0 +1,126 @@
+"""Benchmark: lookalike-aware fine-tuning (issue 20), compared on dev at one row budget.
+
+Usage (from the repository root, after ``make setup``)::
+
+    .venv/bin/python bench/lookalike.py [--rows N]   # writes bench/results/lookalike.json as each run finishes
+
+Every run starts from all-MiniLM-L6-v2 and trains on the same seeded sample of training-split (query, positive)
+rows with two negative columns; only where the negatives come from and the loss change:
+
+- ``mined``: notebook 03's mined negatives (window 10-60, known equivalents dropped), MNRL.
+- ``lookalike``: the positive's curated lookalikes (``workbook.negatives.lookalike``), hardest by the base model first.
+- ``both``: one of each per row; with MNRL, and with MNRL's hardness weighting (``mnrl-hard``).
+- ``sibling + gist``: GISTEmbed guided by the base model. ``GISTEmbedLoss`` takes one negative per row in this
+  sentence-transformers version, so its rows hold one: the hardest sibling (a mined negative where there is none).
+
+The runs, the dev metrics and the pick rule live in ``workbook.train.lookalike`` (notebook 05 runs the same ones):
+each model is scored on the dev split over a candidate pool (``workbook.train.dev_candidates``: every dev gold code
+and its lookalike siblings, plus the base model's and BM25's top 10 per query), because the whole corpus costs 20-26
+minutes of encoding per model on this machine. Recall@10 reads high on a pool (fewer distractors): it compares runs
+on one footing, it is not the whole-corpus figure (the base model gets both, to show the gap). Also: nDCG@10, 95%
+bootstrap CIs, the sibling confusion rate@10 and the share of queries whose gold code scores below its best sibling.
+3,000 rows are 94 steps of 32: under the 100-step evaluation interval, so every run keeps its last step.
+The pick rule was fixed before the runs: the lowest dev sibling confusion among runs whose dev Recall@10 is at least
+the ``mined`` run's minus 0.01. Nothing here reads the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "results" / "lookalike.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, help="training rows per run (default: cfg.lookalike_compare_rows)")
+    parser.add_argument("--only", nargs="*", help="run names to (re)run; default all")
+    parser.add_argument("--machine", default="2 CPU cores", help="a note on the machine and whether it was quiet")
+    parser.add_argument("--fast", action="store_true", help="a smoke run on the fast-mode case study (--out needed)")
+    parser.add_argument("--out", type=Path, default=OUT, help="the results file")
+    args = parser.parse_args()
+    if args.fast and args.out == OUT:
+        parser.error("--fast writes elsewhere: give --out")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["WORKBOOK_FAST"] = "1" if args.fast else "0"
+
+    from workbook.config import get_config
+    from workbook.files import atomic_write
+    from workbook.icd10cm import load_icd10cm
+    from workbook.models import load_model
+    from workbook.train import dev_candidates, load_or_train
+    from workbook.train.lookalike import LOOKALIKE_VARIANTS, PICK_RULE, lookalike_dev_metrics, pick_lookalike_variant
+
+    cfg = get_config(fast=args.fast)
+    args.rows = args.rows or cfg.lookalike_compare_rows
+    ds = load_icd10cm(cfg)
+    base = load_model(cfg.base_model, cfg)
+    out = args.out
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    if result.get("rows") != args.rows:
+        result = {}
+    result.update(
+        rows=args.rows,
+        mode=cfg.mode,
+        split="dev",
+        corpus_docs=len(ds.corpus),
+        machine=args.machine,
+        cpu=platform.processor() or platform.machine(),
+        pick_rule=PICK_RULE,
+    )
+    runs = result.setdefault("runs", {})
+
+    def save() -> None:
+        if "mined" in runs and len(runs) == len(LOOKALIKE_VARIANTS):
+            result["picked"] = pick_lookalike_variant({n: r["dev"] for n, r in runs.items()})
+        atomic_write(out, json.dumps(result, indent=2) + "\n")
+
+    docs = dev_candidates(cfg, ds, base)
+    result["candidates"] = {"docs": len(docs), "what": "every dev gold code and its lookalike siblings, plus the base "
+                            f"model's and BM25's top {cfg.dev_eval_candidates} per dev query"}
+    if "base" not in result:
+        t = time.perf_counter()
+        result["base"] = {"dev": lookalike_dev_metrics(cfg, ds, base, docs=docs),
+                          "dev_whole_corpus": lookalike_dev_metrics(cfg, ds, base),
+                          "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+        save()
+        print("base", result["base"], flush=True)
+    for variant in LOOKALIKE_VARIANTS:
+        name, recipe = variant.name, variant.recipe
+        if args.only is not None and name not in args.only:
+            continue
+        if name in runs and not args.only:
+            continue
+        t = time.perf_counter()
+        # No in-training evaluator: at this budget it would only score the last step (the same weights) on the
+        # pool, an encoding the dev metrics below repeat; notebook 05 adds its card metrics once, on first load.
+        run = load_or_train(cfg, recipe, "real", max_rows=args.rows, ds=ds, base=base, show_progress=False,
+                            negatives=variant.negatives, dev_split=None)
+        card = run.card
+        runs[name] = {
+            "negatives": variant.negatives,
+            "loss": recipe.loss,
+            "negative_columns": recipe.num_negatives,
+            "model": card["name"],
+            "train_seconds": card["train_seconds"],
+            "steps": card["steps"],
+            "negative_mix_all_rows": card["data"].get("negative_mix_all_rows"),
+            "dev": lookalike_dev_metrics(cfg, ds, run.model, docs=docs),
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        save()
+        print(name, runs[name], flush=True)
+    save()
+    print("picked:", result.get("picked"))
+
+
+if __name__ == "__main__":
+    main()

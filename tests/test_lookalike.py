@@ -1,0 +1,176 @@
+"""Lookalike-aware training data (workbook.negatives.lookalike) and the before/after picture (issue 20)."""
+
+from __future__ import annotations
+
+import datasets
+import matplotlib
+import numpy as np
+import pytest
+
+from workbook.data import Dataset
+from workbook.models import load_model
+from workbook.negatives import lookalike_negatives, mix_negatives, sibling_coverage
+from workbook.retrieval import encode
+
+matplotlib.use("Agg")
+
+DOCS = {
+    "A1": "Type 1 diabetes mellitus with diabetic nephropathy",
+    "A2": "Type 2 diabetes mellitus with diabetic nephropathy",
+    "A3": "Other specified diabetes mellitus with diabetic nephropathy",
+    "A4": "Type 2 diabetes mellitus with diabetic nephropathy NOS",  # A2's description twin: never a negative
+    "B1": "Acute bronchitis due to Mycoplasma pneumoniae",
+    "B2": "Acute bronchitis due to Haemophilus influenzae",
+    "C1": "Fracture of shaft of left femur",
+}
+QUERIES = {
+    "q1": "type 2 diabetic nephropathy",  # -> A2
+    "q2": "mycoplasma bronchitis",  # -> B1
+    "q3": "left femur shaft fracture",  # -> C1, which is in no group
+    "q4": "type 2 diabetic nephropathy",  # the same wording as q1, judged A3 in dev only
+}
+GROUPS = [
+    {"group_id": "g0", "kind": "category", "anchor": "A", "codes": ["A1", "A2", "A3", "A4"]},
+    {"group_id": "g1", "kind": "siblings", "anchor": "B", "codes": ["B1", "B2"]},
+]
+
+
+def tiny() -> Dataset:
+    return Dataset(
+        corpus={d: {"title": d, "text": t, "metadata": {}} for d, t in DOCS.items()},
+        queries=dict(QUERIES),
+        qrels={"train": {"q1": {"A2": 1}, "q2": {"B1": 1}, "q3": {"C1": 1}}, "dev": {"q4": {"A3": 1}}},
+        name="tiny",
+        extras={"lookalikes": GROUPS},
+    )
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("minilm")
+
+
+def test_siblings_become_negatives_hardest_first_never_an_equivalent(minilm, tmp_path):
+    ds = tiny()
+    pairs = [("q1", "A2"), ("q2", "B1"), ("q3", "C1")]
+    look = lookalike_negatives(ds, pairs, minilm, cache_dir=tmp_path)
+    assert set(look[("q1", "A2")]) == {"A1", "A3"}  # A4 is A2's description twin (label-free rule): dropped
+    assert look[("q2", "B1")] == ["B2"] and look[("q3", "C1")] == []
+    q = encode(minilm, [QUERIES["q1"]])[0]
+    d = encode(minilm, [f"{c} {DOCS[c]}" for c in look[("q1", "A2")]])
+    assert list(d @ q) == sorted(d @ q, reverse=True)  # hardest (closest to the query) first
+    assert sibling_coverage(look) == pytest.approx(2 / 3)
+
+
+def test_only_training_labels_shape_lookalike_negatives(minilm, tmp_path):
+    """q4's dev judgement says A3 answers q1's wording too; training must not read it (the audit may)."""
+    ds = tiny()
+    train_only = lookalike_negatives(ds, [("q1", "A2")], minilm, cache_dir=tmp_path)
+    every_split = lookalike_negatives(ds, [("q1", "A2")], minilm, cache_dir=tmp_path, label_splits=None)
+    assert "A3" in train_only[("q1", "A2")] and "A3" not in every_split[("q1", "A2")]
+    changed = tiny()
+    changed.qrels = {"train": ds.qrels["train"], "dev": {"q4": {"A1": 1}}, "test": {"q2": {"B2": 1}}}
+    assert lookalike_negatives(changed, [("q1", "A2"), ("q2", "B1")], minilm, cache_dir=tmp_path) == \
+        lookalike_negatives(ds, [("q1", "A2"), ("q2", "B1")], minilm, cache_dir=tmp_path)  # fmt: skip
+
+
+def _rows():
+    return datasets.Dataset.from_dict({
+        "query_id": ["q1", "q2", "q3"],
+        "positive_id": ["A2", "B1", "C1"],
+        "negative_ids": [["C1", "B1", "A1"], ["C1", "A1", "A2"], ["A1", "B2", "A2"]],
+    })  # fmt: skip
+
+
+def test_mix_fills_every_row_the_same_way_for_every_source():
+    ds = tiny()
+    look = {("q1", "A2"): ["A3", "A1"], ("q2", "B1"): ["B2"], ("q3", "C1"): []}
+    out = {}
+    for source in ("mined", "lookalike", "both"):
+        data, stats = mix_negatives(_rows(), ds, look, source, num_negatives=2)
+        out[source] = data
+        assert data["anchor"] == [QUERIES[q] for q in ("q1", "q2", "q3")]  # the same rows in the same order
+        assert stats.rows == 3
+    text = {f"{d} {t}": d for d, t in DOCS.items()}
+    negs = {s: [[text[r[f"negative_{i}"]] for i in (1, 2)] for r in out[s]] for s in out}
+    assert negs["mined"] == [["C1", "B1"], ["C1", "A1"], ["A1", "B2"]]
+    assert negs["lookalike"] == [["A3", "A1"], ["B2", "C1"], ["A1", "B2"]]  # short rows filled with mined ones
+    assert negs["both"] == [["A3", "C1"], ["B2", "C1"], ["A1", "B2"]]  # alternate, sibling first
+    _, stats = mix_negatives(_rows(), ds, look, "both", num_negatives=2)
+    assert (stats.rows_with_sibling, stats.sibling_negatives, stats.mined_negatives) == (2, 2, 4)
+    assert stats.sibling_share == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        mix_negatives(_rows(), ds, look, "curated", num_negatives=2)
+
+
+def test_training_data_needs_lookalike_groups_for_lookalike_negatives(tmp_path):
+    from workbook.config import get_config
+    from workbook.train import training_data
+
+    ds = tiny()
+    ds.extras = {}
+    cfg = get_config(fast=True, artifacts_dir=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="needs lookalike groups"):
+        training_data(cfg, ds, None, "real", 2, negatives="both")
+
+
+def test_before_after_maps_measure_separation_in_the_full_space(minilm):
+    from workbook.diagnose.beforeafter import before_after_maps
+    from workbook.plots import before_after_hist, lookalike_before_after
+
+    ds = tiny()
+    ds.qrels["test"] = {"q2": {"B1": 1}}
+    ds.qrels["dev"] = {"q4": {"A3": 1}, "q1": {"A2": 1}}
+    maps = before_after_maps(ds, {"base": minilm, "tuned": minilm}, GROUPS, splits=("dev", "test"))
+    pts = maps.points
+    assert set(pts["model"]) == {"base", "tuned"} and len(pts) == 2 * (4 + 2 + 3)
+    # identical models: identical maps and separations
+    base, tuned = (pts[pts["model"] == m].reset_index(drop=True) for m in ("base", "tuned"))
+    assert np.allclose(base[["x", "y"]], tuned[["x", "y"]])
+    # separation by hand: q1 (gold A2) and q4 (gold A3) against the four codes of g0, in the full space
+    q = encode(minilm, [QUERIES["q4"], QUERIES["q1"]])
+    d = encode(minilm, [f"{c} {DOCS[c]}" for c in ["A1", "A2", "A3", "A4"]])
+    hits = [["A1", "A2", "A3", "A4"][i] for i in (q @ d.T).argmax(axis=1)]
+    expected = np.mean([hits[0] == "A3", hits[1] == "A2"])
+    assert maps.separation.loc["A (category)", "base"] == pytest.approx(expected)
+    assert maps.queries.to_dict() == {"A (category)": 2, "B (siblings)": 1}
+    with pytest.raises(ValueError, match="held-out"):
+        before_after_maps(ds, {"base": minilm}, GROUPS, splits=("train",))
+    axes = lookalike_before_after(maps)
+    assert axes.shape == (2, 2) and f"{expected:.0%} of 2 held-out queries" in axes[0, 0].get_title()
+    legend = axes[0, 0].figure.legends[0]
+    assert len(legend.get_texts()) == 4  # codes, right queries, wrong queries, the lines
+    ax = before_after_hist({"base MiniLM": [0.9, 0.8, 0.85], "tuned MiniLM": [0.5, 0.6, 0.4]}, zero_line=True)
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["base MiniLM", "tuned MiniLM"]
+
+
+def test_pick_rule_takes_the_least_confused_run_within_the_recall_slack():
+    from workbook.train import pick_lookalike_variant
+
+    dev = {"mined": {"recall@10": 0.70, "sibling confusion@10": 0.30},
+           "lookalike": {"recall@10": 0.68, "sibling confusion@10": 0.10},  # loses 2 points: out
+           "both": {"recall@10": 0.695, "sibling confusion@10": 0.15},
+           "both + mnrl-hard": {"recall@10": 0.71, "sibling confusion@10": 0.15}}  # fmt: skip
+    assert pick_lookalike_variant(dev) == "both + mnrl-hard"  # tie on confusion: the higher recall
+    with pytest.raises(KeyError):
+        pick_lookalike_variant({"both": dev["both"]})  # the rule needs the mined run as its yardstick
+
+
+def test_lookalike_dev_metrics_on_a_pool_match_the_collapse_measures(minilm, tmp_path):
+    from workbook.config import get_config
+    from workbook.diagnose import sibling_confusion, sibling_map
+    from workbook.retrieval import DenseIndex
+    from workbook.train import lookalike_dev_metrics
+
+    ds = tiny()
+    ds.qrels["dev"] = {"q1": {"A2": 1}, "q2": {"B1": 1}}
+    cfg = get_config(fast=True, cache_dir=tmp_path)
+    whole = lookalike_dev_metrics(cfg, ds, minilm)
+    pool = ["A1", "A2", "A3", "B1", "B2"]
+    part = lookalike_dev_metrics(cfg, ds, minilm, docs=pool)
+    assert whole["docs ranked"] == 7 and part["docs ranked"] == 5 and whole["queries with a sibling"] == 2
+    emb = encode(minilm, [f"{d} {DOCS[d]}" for d in pool])
+    ranked = DenseIndex(emb, pool).ranked(["q1", "q2"], encode(minilm, [QUERIES["q1"], QUERIES["q2"]]), 100)
+    expected = sibling_confusion(ranked, ds.qrels["dev"], sibling_map(GROUPS), k=10)["confused"].mean()
+    assert part["sibling confusion@10"] == pytest.approx(expected, abs=1e-4)
+    assert part["sibling pairs"] == 1  # only g1 lies wholly inside the pool (A4 is missing from g0)

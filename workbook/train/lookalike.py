@@ -1,0 +1,112 @@
+"""Lookalike-aware fine-tuning compared on dev: where the negatives come from, and a loss made for hard negatives.
+
+Every run starts from the base model and trains on the same seeded sample of training-split rows; only the
+negatives and the loss change (:data:`LOOKALIKE_VARIANTS`). Each is scored on dev over the whole corpus with
+:func:`lookalike_dev_metrics`, and :func:`pick_lookalike_variant` applies the rule fixed before any run. Used by
+notebook 05 and ``bench/lookalike.py`` (the same runs: the trained models are shared through ``load_or_train``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from workbook.config import Config
+from workbook.data import Dataset
+from workbook.train.recipes import Recipe
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compared run: a name, where its negatives come from, and its recipe."""
+
+    name: str
+    negatives: str
+    recipe: Recipe
+
+
+def _recipe(loss: str, num_negatives: int) -> Recipe:
+    return Recipe(name=f"{loss}-{num_negatives}neg", loss=loss, num_negatives=num_negatives)
+
+
+#: The compared runs. Two negative columns each, except GISTEmbed, which takes one per row in this
+#: sentence-transformers version (its row holds the hardest sibling, or a mined negative where there is none).
+LOOKALIKE_VARIANTS = (
+    Variant("mined", "mined", _recipe("mnrl", 2)),
+    Variant("lookalike", "lookalike", _recipe("mnrl", 2)),
+    Variant("both", "both", _recipe("mnrl", 2)),
+    Variant("both + mnrl-hard", "both", _recipe("mnrl-hard", 2)),
+    Variant("sibling + gist", "both", _recipe("gist", 1)),
+)
+#: The pick rule's Recall@10 slack: a run may lose at most this much dev Recall@10 against ``mined``.
+RECALL_SLACK = 0.01
+PICK_RULE = f"lowest dev sibling confusion@10 among runs with dev Recall@10 >= mined's - {RECALL_SLACK}"
+
+
+def lookalike_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", docs: Sequence[str] | None = None,
+                          seed_pairs: int = 20_000) -> dict:
+    """Metrics of ``model`` on ``split`` with 95% bootstrap CIs, and the lookalike-collapse numbers.
+
+    Args:
+        docs: rank these doc ids only (e.g. :func:`dev_candidates`, which holds every gold code's siblings); ``None``
+            ranks the whole corpus. A candidate pool reads high on Recall@10 (fewer distractors) and is for
+            comparing runs on one footing; its embeddings are cached like the card's candidate metrics.
+        seed_pairs: random pairs for the random-pair cosine (seeded by ``cfg.seed``).
+
+    Returns:
+        Recall@10, nDCG@10 (with a CI for Recall@10), the sibling confusion rate@10 (with a CI), the share of queries
+        whose gold code scores below its best sibling, the median margin, the mean sibling-pair cosine (groups whose
+        codes are all ranked), and counts.
+    """
+    from workbook.diagnose import (
+        random_pair_cosines,
+        sibling_confusion,
+        sibling_map,
+        sibling_margins,
+        sibling_pair_cosines,
+    )
+    from workbook.evaluate import bootstrap_ci, evaluate_ranking
+    from workbook.retrieval import DenseIndex, encode, encode_cached
+
+    doc_ids = ds.doc_ids() if docs is None else list(docs)
+    doc_emb = encode_cached(model, [ds.doc_text(d) for d in doc_ids], cfg.cache_dir / "embeddings", show_progress=False)
+    query_ids = sorted(ds.qrels[split])
+    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
+    ranked = DenseIndex(doc_emb, doc_ids).ranked(query_ids, q_emb, cfg.top_k)
+    per_query = evaluate_ranking(ranked, ds.qrels[split], ["recall@10", "ndcg@10"]).per_query
+    groups = ds.extras["lookalikes"]
+    siblings = sibling_map(groups)
+    confused = sibling_confusion(ranked, ds.qrels[split], siblings, k=10)["confused"]
+    margins = sibling_margins(q_emb, query_ids, doc_emb, doc_ids, ds.qrels[split], siblings)["margin"]
+    ranked_docs = set(doc_ids)
+    inside = [g for g in groups if set(g["codes"]) <= ranked_docs]
+    pairs = sibling_pair_cosines(doc_emb, doc_ids, inside)["cosine"]
+    out = {m: round(float(per_query[m].mean()), 4) for m in ("recall@10", "ndcg@10")}
+    out["recall@10 CI"] = [round(x, 4) for x in bootstrap_ci(per_query["recall@10"].to_numpy(), seed=cfg.seed)]
+    out["sibling confusion@10"] = round(float(confused.mean()), 4)
+    out["sibling confusion@10 CI"] = [round(x, 4) for x in bootstrap_ci(confused.to_numpy(float), seed=cfg.seed)]
+    out["gold below a sibling"] = round(float((margins < 0).mean()), 4)
+    out["gold below a sibling CI"] = [round(x, 4) for x in bootstrap_ci((margins < 0).to_numpy(float), seed=cfg.seed)]
+    out["margin gold - best sibling (median)"] = round(float(margins.median()), 4)
+    out["sibling pair cosine (mean)"] = round(float(pairs.mean()), 4)
+    out["random pair cosine (mean)"] = round(float(random_pair_cosines(doc_emb, seed_pairs, seed=cfg.seed).mean()), 4)
+    out["queries"] = int(len(per_query))
+    out["queries with a sibling"] = int(len(confused))
+    out["sibling pairs"] = int(len(pairs))
+    out["docs ranked"] = len(doc_ids)
+    return out
+
+
+def pick_lookalike_variant(dev: dict[str, dict]) -> str:
+    """:data:`PICK_RULE` over ``{run name: lookalike_dev_metrics(...)}`` (must hold ``"mined"``)."""
+    floor = dev["mined"]["recall@10"] - RECALL_SLACK
+    ok = {n: m for n, m in dev.items() if m["recall@10"] >= floor}
+    return min(ok, key=lambda n: (ok[n]["sibling confusion@10"], -ok[n]["recall@10"]))
+
+
+def get_variant(name: str) -> Variant:
+    """A :data:`LOOKALIKE_VARIANTS` entry by name."""
+    for v in LOOKALIKE_VARIANTS:
+        if v.name == name:
+            return v
+    raise KeyError(f"unknown variant {name!r}; known: {[v.name for v in LOOKALIKE_VARIANTS]}")
