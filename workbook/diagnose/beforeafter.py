@@ -77,17 +77,14 @@ def before_after_maps(
     frames, separation, counts = [], {}, {}
     vectors = {name: encode(m, base_points["text"].tolist(), show_progress=False) for name, m in models.items()}
     for group, sub in base_points.groupby("group", sort=False):
-        idx = sub.index.to_numpy()
+        rows = base_points.index.get_indexer(sub.index)
         is_doc = (sub["kind"] == "doc").to_numpy()
-        centred = {}
-        for name in models:
-            v = vectors[name][base_points.index.get_indexer(idx)]
-            centred[name] = v - v[is_doc].mean(axis=0)
+        centred = {name: vectors[name][rows] - vectors[name][rows][is_doc].mean(axis=0) for name in models}
         axes = _pca_axes(np.vstack([centred[n][is_doc] for n in models]))
         codes = sub.loc[is_doc, "label"].tolist()
         counts[group] = int((~is_doc).sum())
         for name in models:
-            v = vectors[name][base_points.index.get_indexer(idx)]
+            v = vectors[name][rows]
             xy = centred[name] @ axes
             frame = sub.assign(model=name, x=xy[:, 0], y=xy[:, 1], nearest=None, margin=np.nan)
             sims = v[~is_doc] @ v[is_doc].T  # queries x codes, full space

@@ -79,7 +79,6 @@ def training_data_with_stats(
     (an empty list for ``negatives="mined"``)."""
     import datasets
 
-
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if negatives not in NEGATIVE_SOURCES:
