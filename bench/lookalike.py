@@ -101,7 +101,7 @@ def main() -> None:
             continue
         t = time.perf_counter()
         # No in-training evaluator: at this budget it would only score the last step (the same weights) on the
-        # pool, an encoding the dev metrics below repeat; notebook 05 adds its card metrics once, on first load.
+        # pool, an encoding the dev metrics below repeat; notebook 05 loads the same runs the same way.
         run = load_or_train(cfg, recipe, "real", max_rows=args.rows, ds=ds, base=base, show_progress=False,
                             negatives=variant.negatives, dev_split=None)
         card = run.card

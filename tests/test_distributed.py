@@ -33,6 +33,7 @@ def _torchrun(nproc: int, out, *extra: str) -> list[float]:
     return record["losses"]
 
 
+@pytest.mark.slow  # 2.5 min; notebook 08 (executed by the suite) runs the same three torchruns and asserts the same
 def test_two_processes_with_gathered_negatives_follow_the_one_process_trajectory(tmp_path):
     one_process = _torchrun(1, tmp_path / "ddp1")
     two = _torchrun(2, tmp_path / "ddp2")

@@ -125,3 +125,20 @@ def test_cluster_settings_pass_through_and_the_switch_still_works(tmp_path, ds, 
         assert dep.reembed("v1", ids, texts, batch_size=BATCH, show_progress=False).complete
         assert dep.promote("v1")["switched"]
         assert dep.aliases()[dep.alias] == dep.collection_name("v1")
+
+
+def test_a_node_that_exits_during_start_up_is_an_error_quoting_its_log(tmp_path):
+    """What `ray start` printed before it exited is in the error (Ray's own message omits the raylet's reason)."""
+    import subprocess
+    import sys
+
+    from workbook.deploy.errors import DeployError
+    from workbook.deploy.ray_job import _wait_for_nodes
+
+    log = tmp_path / "node0-attempt1.log"
+    with open(log, "wb") as out:
+        code = "print('Timed out waiting for file metrics_agent_port'); exit(1)"
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
+    proc.wait()
+    with pytest.raises(DeployError, match=r"exited \(code \[1\]\)[\s\S]*Timed out waiting for file metrics_agent_port"):
+        _wait_for_nodes("ray", "127.0.0.1:1", 1, [proc], log)

@@ -18,6 +18,7 @@ from workbook.train import (
     fine_tune,
     get_recipe,
     load_or_train,
+    planned_steps,
     read_card,
     sample_rows,
     synthetic_dataset,
@@ -224,6 +225,9 @@ def test_load_or_train_trains_once_then_loads(tmp_path, minilm):
     assert set(card["dev_metrics"]) == {"recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"}
     assert (first.path / CARD_FILE).is_file() and (first.path.parent / "log_history.json").is_file()
     assert not (first.path.parent / "checkpoints").exists()  # the best checkpoint is the saved model now
+    # 2 steps, under cfg.train_eval_steps: one evaluation at the last step would choose nothing, so none runs
+    assert planned_steps(64, RECIPES["mnrl"]) == 2 <= cfg.train_eval_steps and card["best_checkpoint"] is None
+    assert not any(k.startswith("eval_") for h in first.history for k in h)
     again = load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, show_progress=False)
     assert again.path == first.path and again.card == card  # loaded, not retrained
     assert card["model_fingerprint"] != card["base_model_fingerprint"]

@@ -438,8 +438,8 @@ def load_scifact(cfg: Config | None = None, with_dev: bool = False) -> Dataset:
     """SciFact (general science; claims CC BY 4.0, abstracts ODC-By 1.0), the forgetting check set.
 
     Full mode: the whole shipped copy (5,183 abstracts; test and train splits). Fast mode: the test split only,
-    a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for any test claim plus a seeded
-    sample of ``cfg.scifact_fast_extra_docs`` other abstracts.
+    a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for a kept claim plus a seeded sample
+    of ``cfg.scifact_fast_extra_docs`` other abstracts (long texts: every encode of the subset costs about a minute).
 
     Args:
         cfg: the run's config (mode, seed).
@@ -462,8 +462,9 @@ def load_scifact(cfg: Config | None = None, with_dev: bool = False) -> Dataset:
         return ds
     test_q = sorted(ds.qrels["test"])
     queries = sorted(rng.sample(test_q, min(cfg.scifact_fast_queries, len(test_q))))
-    judged = sorted({d for split in ("test", "dev") for docs in ds.qrels.get(split, {}).values() for d in docs})
-    judged_set = set(judged)
+    kept = set(queries) | set(dev_q)
+    judged_set = {d for split in ("test", "dev") for q, docs in ds.qrels.get(split, {}).items() if q in kept
+                  for d in docs}
     others = [d for d in ds.corpus if d not in judged_set]
     extra = rng.sample(others, min(cfg.scifact_fast_extra_docs, len(others)))
     splits = ["test", "dev"] if with_dev else ["test"]

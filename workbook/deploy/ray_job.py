@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -100,10 +101,21 @@ def disconnect() -> bool:
     return ray.is_initialized()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now (all held open together, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+logger = logging.getLogger(__name__)
+
+#: Attempts per node: on 2 busy cores a node's dashboard agent can miss the raylet's fixed start-up wait (Ray
+#: issue 65983: the raylet exits with "Timed out waiting for file .../metrics_agent_port_..."); a new attempt with new
+#: ports then starts.
+NODE_START_ATTEMPTS = 5
 
 
 @contextlib.contextmanager
@@ -113,6 +125,9 @@ def local_cluster(
     """A real Ray cluster on this machine, on 127.0.0.1: a head node and ``nodes - 1`` worker nodes, each a
     ``ray start --block`` process group of its own, stopped (and only they) on exit.
 
+    Each node's output goes to a log file, and a node whose ``ray start`` exits during start-up is started again
+    (:data:`NODE_START_ATTEMPTS` in all); the error after the last attempt quotes that node's log.
+
     Yields:
         The cluster's address (``127.0.0.1:PORT``) for :func:`connect` or ``run_reembed_ray(address=...)``.
     """
@@ -120,46 +135,80 @@ def local_cluster(
     if not ray_bin.exists() and shutil.which("ray") is None:
         raise DeployError("the `ray` command is missing: install the scale extra (pip install -e '.[scale]')")
     ray_cmd = str(ray_bin) if ray_bin.exists() else "ray"
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--num-gpus=0",
-              f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats"]  # fmt: skip
     env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = [ray_cmd, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
-    if temp_dir is not None:
-        head.append(f"--temp-dir={Path(temp_dir).resolve()}")
+    logs = Path(tempfile.mkdtemp(prefix="workbook-ray-start-"))
     procs: list[subprocess.Popen] = []
+    address = ""
+
+    def start(node: int) -> None:
+        nonlocal address
+        for attempt in range(1, NODE_START_ATTEMPTS + 1):
+            (gcs,) = _free_ports(1)
+            if node == 0:
+                address = f"127.0.0.1:{gcs}"
+                role = ["--head", f"--port={gcs}", "--include-dashboard=false"]
+                role += [f"--temp-dir={Path(temp_dir).resolve()}"] if temp_dir is not None else []
+            else:
+                role = [f"--address={address}"]
+            cmd = [ray_cmd, "start", *role, "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}",
+                   "--num-gpus=0", f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats"]
+            log = logs / f"node{node}-attempt{attempt}.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append(proc)
+            try:
+                _wait_for_nodes(ray_cmd, address, node + 1, procs, log)
+                return
+            except DeployError:
+                _stop([procs.pop()])
+                if attempt == NODE_START_ATTEMPTS:
+                    raise
+                logger.warning("Ray node %d did not start (attempt %d of %d, log %s); starting it again",
+                               node, attempt, NODE_START_ATTEMPTS, log)  # fmt: skip
+
     try:
-        for cmd in [head] + [[ray_cmd, "start", f"--address={address}", *common]] * (nodes - 1):
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))  # fmt: skip
-            _wait_for_nodes(ray_cmd, address, len(procs), procs)
+        for node in range(nodes):
+            start(node)
         yield address
     finally:
-        for proc in reversed(procs):
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop each ``ray start --block`` process group, last started first (SIGTERM, then SIGKILL after 10 s)."""
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def _wait_for_nodes(ray_cmd: str, address: str, n: int, procs: list[subprocess.Popen], timeout: float = 120) -> None:
-    """Wait until the cluster at ``address`` lists ``n`` live nodes (``ray list nodes`` needs no dashboard)."""
+def _log_tail(log: Path, lines: int = 8) -> str:
+    text = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    return "\n".join(text[-lines:]) or "(no output)"
+
+
+def _wait_for_nodes(
+    ray_cmd: str, address: str, n: int, procs: list[subprocess.Popen], log: Path, timeout: float = 120
+) -> None:
+    """Wait until the cluster at ``address`` lists ``n`` live nodes; a ``ray start`` that exits first is an error
+    quoting the end of its ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             raise DeployError(f"a `ray start` process exited (code {[p.poll() for p in procs]}) before the cluster "
-                              f"was up at {address}")  # fmt: skip
+                              f"was up at {address}; the end of {log}:\n{_log_tail(log)}")  # fmt: skip
         done = subprocess.run([ray_cmd, "status", f"--address={address}"], capture_output=True, text=True)
         if done.returncode == 0 and done.stdout.count(" node_") >= n:
             return
         time.sleep(1)
-    raise DeployError(f"the Ray cluster at {address} did not list {n} nodes in {timeout:.0f} s")
+    raise DeployError(f"the Ray cluster at {address} did not list {n} nodes in {timeout:.0f} s; the end of {log}:\n"
+                      f"{_log_tail(log)}")
 
 
 def run_reembed_ray(

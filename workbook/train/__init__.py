@@ -80,5 +80,6 @@ from workbook.train.rows import (  # noqa: F401
 from workbook.train.run import (  # noqa: F401
     TrainedModel,
     fine_tune,
+    planned_steps,
     training_arguments,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,12 @@ def training_arguments(
     )
 
 
+def planned_steps(rows: int, recipe: Recipe, max_steps: int = -1) -> int:
+    """Optimiser steps a run of ``rows`` rows takes at most (``max_steps`` when set, else ``recipe.epochs`` passes of
+    ``recipe.batch_size``-row batches)."""
+    return max_steps if max_steps > 0 else math.ceil(math.ceil(rows / recipe.batch_size) * recipe.epochs)
+
+
 def fine_tune(
     cfg: Config,
     base,
@@ -99,7 +106,9 @@ def fine_tune(
         train_data: a ``datasets.Dataset`` with ``anchor``, ``positive`` and optional ``negative_*`` columns.
         out_dir: the run folder.
         recipe: a name from :data:`RECIPES` or a :class:`Recipe`.
-        evaluator: a sentence-transformers evaluator run every ``eval_steps`` (e.g. :func:`dev_evaluator`).
+        evaluator: a sentence-transformers evaluator run every ``eval_steps`` (e.g. :func:`dev_evaluator`); dropped
+            when the run is no longer than ``eval_steps`` (its only evaluation would be at the last step, which is
+            kept anyway).
         eval_steps: steps between evaluations/checkpoints (default ``cfg.train_eval_steps``).
         max_steps: stop after this many steps (``-1``: ``recipe.epochs`` epochs).
         callbacks: extra ``transformers.TrainerCallback`` objects.
@@ -119,6 +128,9 @@ def fine_tune(
     if recipe.lora:
         _add_lora(model, recipe)
     trainable, total = trainable_parameters(model)
+    steps = planned_steps(len(train_data), recipe, max_steps)
+    if evaluator is not None and steps <= (eval_steps or cfg.train_eval_steps):
+        evaluator = None  # one evaluation, at the last step, has nothing to choose from: the last step is kept anyway
     columns = {c: list(train_data[c]) for c in train_data.column_names}
     cached = recipe.mini_batch_size if LOSSES[recipe.loss].caches_gradients else None
     memory_plan = plan_training_memory(model, columns, recipe.batch_size, cfg.train_memory_mb, cached)
