@@ -146,12 +146,15 @@ def local_cluster(
             (gcs,) = _free_ports(1)
             if node == 0:
                 address = f"127.0.0.1:{gcs}"
-                role = ["--head", f"--port={gcs}", "--include-dashboard=false"]
+                # --no-monitor (hidden, no autoscaler on a fixed local cluster) and no log monitor: two Python processes
+                # fewer competing with the dashboard agent, whose start-up the raylet waits for only 15 s
+                role = ["--head", f"--port={gcs}", "--include-dashboard=false", "--no-monitor"]
                 role += [f"--temp-dir={Path(temp_dir).resolve()}"] if temp_dir is not None else []
             else:
                 role = [f"--address={address}"]
             cmd = [ray_cmd, "start", *role, "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}",
-                   "--num-gpus=0", f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats"]
+                   "--num-gpus=0", f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats",
+                   "--include-log-monitor=false"]  # fmt: skip
             log = logs / f"node{node}-attempt{attempt}.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -203,7 +206,11 @@ def _wait_for_nodes(
         if any(p.poll() is not None for p in procs):
             raise DeployError(f"a `ray start` process exited (code {[p.poll() for p in procs]}) before the cluster "
                               f"was up at {address}; the end of {log}:\n{_log_tail(log)}")  # fmt: skip
-        done = subprocess.run([ray_cmd, "status", f"--address={address}"], capture_output=True, text=True)
+        try:
+            done = subprocess.run([ray_cmd, "status", f"--address={address}"], capture_output=True, text=True,
+                                  timeout=max(1.0, min(30.0, deadline - time.monotonic())))  # fmt: skip
+        except subprocess.TimeoutExpired:  # a GCS still starting can leave `ray status` waiting: ask again
+            continue
         if done.returncode == 0 and done.stdout.count(" node_") >= n:
             return
         time.sleep(1)
