@@ -101,13 +101,10 @@ def disconnect() -> bool:
     return ray.is_initialized()
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 right now (all held open together, so none is handed out twice)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 logger = logging.getLogger(__name__)
@@ -143,7 +140,7 @@ def local_cluster(
     def start(node: int) -> None:
         nonlocal address
         for attempt in range(1, NODE_START_ATTEMPTS + 1):
-            (gcs,) = _free_ports(1)
+            gcs = _free_port()
             if node == 0:
                 address = f"127.0.0.1:{gcs}"
                 # --no-monitor (hidden, no autoscaler on a fixed local cluster) and no log monitor: two Python processes
@@ -172,6 +169,11 @@ def local_cluster(
     try:
         for node in range(nodes):
             start(node)
+    except BaseException:
+        _stop(procs)  # the start-up logs stay, for the error that names them
+        raise
+    shutil.rmtree(logs, ignore_errors=True)  # every node is up: its start-up logs are no longer needed
+    try:
         yield address
     finally:
         _stop(procs)
