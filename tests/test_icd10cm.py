@@ -106,7 +106,7 @@ def test_lookalike_groups(built):
 
 def test_fast_subset(fast, full, built):
     assert {d["metadata"]["chapter"] for d in fast.corpus.values()} == {"4", "9"}
-    assert len(fast.corpus) == 2398
+    assert len(fast.corpus) == 909
     for split in fast.splits:
         for qid, rel in fast.qrels[split].items():
             assert full.qrels[split][qid] == rel

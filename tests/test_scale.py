@@ -133,12 +133,19 @@ def test_a_node_that_exits_during_start_up_is_an_error_quoting_its_log(tmp_path)
     import sys
 
     from workbook.deploy.errors import DeployError
-    from workbook.deploy.ray_job import _wait_for_nodes
+    from workbook.deploy.ray_job import _wait_until_up
 
     log = tmp_path / "node0-attempt1.log"
     with open(log, "wb") as out:
         code = "print('Timed out waiting for file metrics_agent_port'); exit(1)"
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
     proc.wait()
-    with pytest.raises(DeployError, match=r"exited \(code \[1\]\)[\s\S]*Timed out waiting for file metrics_agent_port"):
-        _wait_for_nodes("ray", "127.0.0.1:1", 1, [proc], log)
+    with pytest.raises(DeployError, match=r"exited \(code 1\)[\s\S]*Timed out waiting for file metrics_agent_port"):
+        _wait_until_up(proc, log)
+
+
+def test_every_port_a_node_is_given_is_distinct():
+    from workbook.deploy.ray_job import _AGENT_PORT_OPTIONS, _free_ports
+
+    ports = _free_ports(1 + len(_AGENT_PORT_OPTIONS))
+    assert len(set(ports)) == len(ports) and all(p > 0 for p in ports)

@@ -101,18 +101,29 @@ def disconnect() -> bool:
     return ray.is_initialized()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (all held open while they are picked, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 logger = logging.getLogger(__name__)
 
-#: Attempts per node: on 2 busy cores a node's dashboard agent can miss the raylet's fixed start-up wait (Ray
-#: issue 65983: the raylet exits with "Timed out waiting for file .../metrics_agent_port_..."); a new attempt with new
-#: ports then starts.
-NODE_START_ATTEMPTS = 5
+#: Attempts per node: a node whose ``ray start`` exits during start-up (a port taken between picking and binding,
+#: a GCS overloaded past Ray's own 30 s registration wait) is started again with new ports.
+NODE_START_ATTEMPTS = 3
+#: What ``ray start --block`` prints once its node is registered with the cluster (Ray's ``scripts.py``): the node is
+#: up. Read from the node's log, so waiting costs no process (a ``ray status`` poll imports Ray: seconds each, and
+#: over a minute on 2 busy cores).
+_NODE_UP = "This command will now block forever"
+#: The ``ray start`` options whose ports the node's agents would otherwise pick themselves and report through port
+#: files, which the raylet waits for only 15 s (Ray issue 65983: on 2 busy cores the dashboard agent's imports alone
+#: take longer, and the raylet exits with "Timed out waiting for file .../metrics_agent_port_...").
+_AGENT_PORT_OPTIONS = ("--metrics-export-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
+                       "--runtime-env-agent-port")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -122,8 +133,9 @@ def local_cluster(
     """A real Ray cluster on this machine, on 127.0.0.1: a head node and ``nodes - 1`` worker nodes, each a
     ``ray start --block`` process group of its own, stopped (and only they) on exit.
 
-    Each node's output goes to a log file, and a node whose ``ray start`` exits during start-up is started again
-    (:data:`NODE_START_ATTEMPTS` in all); the error after the last attempt quotes that node's log.
+    Every port is chosen here, the agents' too (so the raylet never waits on a slow agent's port file), each node's
+    output goes to a log file that also tells when the node is up, and a node whose ``ray start`` exits during
+    start-up is started again (:data:`NODE_START_ATTEMPTS` in all); the error after the last attempt quotes its log.
 
     Yields:
         The cluster's address (``127.0.0.1:PORT``) for :func:`connect` or ``run_reembed_ray(address=...)``.
@@ -140,24 +152,25 @@ def local_cluster(
     def start(node: int) -> None:
         nonlocal address
         for attempt in range(1, NODE_START_ATTEMPTS + 1):
-            gcs = _free_port()
+            gcs, *agent_ports = _free_ports(1 + len(_AGENT_PORT_OPTIONS))
             if node == 0:
                 address = f"127.0.0.1:{gcs}"
                 # --no-monitor (hidden, no autoscaler on a fixed local cluster) and no log monitor: two Python processes
-                # fewer competing with the dashboard agent, whose start-up the raylet waits for only 15 s
+                # fewer on the cores the node's agents start on
                 role = ["--head", f"--port={gcs}", "--include-dashboard=false", "--no-monitor"]
                 role += [f"--temp-dir={Path(temp_dir).resolve()}"] if temp_dir is not None else []
             else:
                 role = [f"--address={address}"]
             cmd = [ray_cmd, "start", *role, "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}",
                    "--num-gpus=0", f"--object-store-memory={object_store_mb * 1024 * 1024}", "--disable-usage-stats",
-                   "--include-log-monitor=false"]  # fmt: skip
+                   "--include-log-monitor=false",
+                   *[f"{opt}={port}" for opt, port in zip(_AGENT_PORT_OPTIONS, agent_ports, strict=True)]]  # fmt: skip
             log = logs / f"node{node}-attempt{attempt}.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             procs.append(proc)
             try:
-                _wait_for_nodes(ray_cmd, address, node + 1, procs, log)
+                _wait_until_up(proc, log)
                 return
             except DeployError:
                 _stop([procs.pop()])
@@ -198,26 +211,18 @@ def _log_tail(log: Path, lines: int = 8) -> str:
     return "\n".join(text[-lines:]) or "(no output)"
 
 
-def _wait_for_nodes(
-    ray_cmd: str, address: str, n: int, procs: list[subprocess.Popen], log: Path, timeout: float = 120
-) -> None:
-    """Wait until the cluster at ``address`` lists ``n`` live nodes; a ``ray start`` that exits first is an error
-    quoting the end of its ``log``."""
+def _wait_until_up(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Wait until ``ray start --block`` writes to ``log`` that its node is up; a ``ray start`` that exits first, or
+    one still starting after ``timeout`` seconds, is an error quoting the end of its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise DeployError(f"a `ray start` process exited (code {[p.poll() for p in procs]}) before the cluster "
-                              f"was up at {address}; the end of {log}:\n{_log_tail(log)}")  # fmt: skip
-        try:
-            done = subprocess.run([ray_cmd, "status", f"--address={address}"], capture_output=True, text=True,
-                                  timeout=max(1.0, min(30.0, deadline - time.monotonic())))  # fmt: skip
-        except subprocess.TimeoutExpired:  # a GCS still starting can leave `ray status` waiting: ask again
-            continue
-        if done.returncode == 0 and done.stdout.count(" node_") >= n:
+        if _NODE_UP in log.read_text(errors="replace"):
             return
-        time.sleep(1)
-    raise DeployError(f"the Ray cluster at {address} did not list {n} nodes in {timeout:.0f} s; the end of {log}:\n"
-                      f"{_log_tail(log)}")
+        if proc.poll() is not None:
+            raise DeployError(f"`ray start` exited (code {proc.returncode}) before its node was up; the end of "
+                              f"{log}:\n{_log_tail(log)}")  # fmt: skip
+        time.sleep(0.5)
+    raise DeployError(f"`ray start` did not bring its node up in {timeout:.0f} s; the end of {log}:\n{_log_tail(log)}")
 
 
 def run_reembed_ray(
