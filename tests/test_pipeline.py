@@ -440,10 +440,11 @@ def test_carve_dev_split_holds_out_train_queries_seeded():
 
 
 def _small_run(folder, tmp_path):
-    """``workbook run`` on ``folder``, fast mode, smallest budgets (no synthetic data, no SciFact, no UMAP)."""
+    """``workbook run`` on ``folder``, fast mode, smallest budgets (no synthetic data, no SciFact, no UMAP, no
+    reranker: training one on each dataset took most of each run, and the module's full run covers it)."""
     settings = tmp_path / "s.toml"
     settings.write_text('synthetic = "never"\nforgetting = false\numap_groups = 0\nmax_rows = 16\n'
-                        "train_batch_size = 8\nn_resamples = 200\n")  # fmt: skip
+                        "train_batch_size = 8\nn_resamples = 200\nrerank_baseline = false\n")  # fmt: skip
     out = tmp_path / "run"
     rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
     assert rc == 0, log

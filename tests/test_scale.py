@@ -149,3 +149,15 @@ def test_every_port_a_node_is_given_is_distinct():
 
     ports = _free_ports(1 + len(_AGENT_PORT_OPTIONS))
     assert len(set(ports)) == len(ports) and all(p > 0 for p in ports)
+
+
+def test_the_line_that_says_a_node_is_up_is_still_rays():
+    """`local_cluster` reads readiness from what `ray start --block` prints once its node is registered: if Ray
+    rewords it, this fails here instead of every cluster start waiting out its timeout."""
+    import inspect
+
+    import ray.scripts.scripts as ray_scripts
+
+    from workbook.deploy.ray_job import _NODE_UP
+
+    assert _NODE_UP in inspect.getsource(ray_scripts)

@@ -25,7 +25,7 @@ def check_score_table(
     table: pd.DataFrame,
     model,
     ds: Dataset,
-    codes: Sequence[str] = ("I63.311", "I63.312"),
+    codes: Sequence[str] = ("E11.3211", "E11.3212"),
     picks_right: bool | None = None,
 ) -> CheckResult:
     """01.1 — a :func:`workbook.diagnose.score_table` for a right/left pair, recomputed with the model.
