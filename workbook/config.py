@@ -54,8 +54,8 @@ class Config:
     # Models: short names understood by workbook.models.load_model, or a local path.
     base_model: str = "all-MiniLM-L6-v2"
     comparator_model: str = "all-mpnet-base-v2"
-    # ICD-10-CM case study: chapters kept in fast mode (4 = endocrine E00-E89, 9 = circulatory I00-I99),
-    # so type 1 vs type 2 diabetes and STEMI vs NSTEMI are both present.
+    # ICD-10-CM case study: the chapters fast mode draws from (4 = endocrine E00-E89, 9 = circulatory I00-I99); the
+    # synthetic set over-samples them. Fast mode itself keeps only some of their categories (icd10cm.FAST_CATEGORIES).
     fast_chapters: tuple[str, ...] = ("4", "9")
     # SciFact: fast mode keeps the docs judged for its claims plus this many sampled others, and this many test claims.
     scifact_fast_extra_docs: int = 100
