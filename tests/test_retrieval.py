@@ -65,6 +65,25 @@ def test_encode_cache_reuses_file(minilm, tmp_path):
     assert model_fingerprint(minilm) == model_fingerprint(minilm)
 
 
+def test_fingerprint_is_kept_until_the_weights_change(minilm):
+    """The hash is reused while the weights are untouched, and follows any in-place change (an optimiser step)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(minilm)
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before == model_fingerprint(minilm)
+    weight = next(p for p in model.parameters() if p.dim() == 2)
+    with torch.no_grad():
+        weight[0, 0] += 1.0
+    changed = model_fingerprint(model)
+    assert changed != before
+    with torch.no_grad():
+        weight[0, 0] -= 1.0
+    assert model_fingerprint(model) == before  # a rehash of the same bytes, not a stale memo
+
+
 def test_scifact_fast_subset_same_code_path_as_acceptance(minilm):
     """The acceptance run (full SciFact) on the fast subset: same loader, encoder, faiss and metrics.
 

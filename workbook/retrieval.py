@@ -8,6 +8,7 @@ batches, so memory stays bounded (never a full query x doc matrix for large corp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -44,12 +45,29 @@ class Retriever(Protocol):
 
 
 def model_fingerprint(model) -> str:
-    """A short hash of a model's weights, so caches keyed on it follow the model, not its folder name."""
+    """A short hash of a model's weights, so caches keyed on it follow the model, not its folder name.
+
+    The hash is kept on the model with the state it was taken from (each tensor's storage and version counter, which
+    every in-place change such as an optimiser step bumps), so asking again for unchanged weights costs no rehash
+    (hashing mpnet's 440 MB took about a second, and every cached encode asks).
+    """
+    state = sorted(model.state_dict().items())
+    stamp = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in state)
+    memo = getattr(model, _FINGERPRINT_ATTR, None)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
     digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    fingerprint = digest.hexdigest()[:16]
+    with contextlib.suppress(AttributeError, TypeError):  # an object that takes no attributes is simply rehashed
+        object.__setattr__(model, _FINGERPRINT_ATTR, (stamp, fingerprint))
+    return fingerprint
+
+
+#: Where :func:`model_fingerprint` keeps its last hash on a model, with the weights' state it was taken from.
+_FINGERPRINT_ATTR = "_workbook_fingerprint"
 
 
 def _cache_key(model, texts: Iterable[str]) -> str:

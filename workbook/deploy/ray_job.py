@@ -192,18 +192,21 @@ def local_cluster(
         _stop(procs)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Stop each ``ray start --block`` process group, last started first (SIGTERM, then SIGKILL after 10 s)."""
+def _stop(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
+    """Stop each ``ray start --block`` process group: SIGTERM, then SIGKILL to whatever of the group is left after
+    ``grace`` seconds in all (a worker node ignored SIGTERM for over 30 s here, and a head that exits can leave its
+    group's processes behind)."""
     for proc in reversed(procs):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for proc in reversed(procs):
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _log_tail(log: Path, lines: int = 8) -> str:

@@ -27,25 +27,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout: bool, lr: float, seed: int) -> None:
+def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout: bool, lr: float, seed: int,
+          also_local: bool = False) -> None:
     """Train MNRL with one mined hard negative per row (the case study's default recipe) in this process's share of
-    a DDP run (or alone), and write ``losses.json`` and the model from rank 0."""
+    a DDP run (or alone), and write ``losses.json`` and the model from rank 0; with ``also_local``, then train again
+    from the same starting weights with each process's own negatives only and write ``local/losses.json`` (one
+    launch for both runs: the processes' start-up, imports and data are paid once)."""
     import torch
     from accelerate import PartialState
-    from sentence_transformers.sentence_transformer import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from workbook.config import get_config
-    from workbook.files import write_json
     from workbook.icd10cm import load_icd10cm
     from workbook.models import load_model
     from workbook.train.rows import sample_rows, training_data
 
-    torch.manual_seed(seed)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if batch % world:
         raise SystemExit(f"--batch {batch} does not split over {world} processes")
@@ -54,6 +49,28 @@ def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout
     model = load_model(cfg.base_model, cfg)
     with state.main_process_first():  # rank 0 mines (or reads the cache) first; the others then read the cache
         data = sample_rows(training_data(cfg, load_icd10cm(cfg), model, "real"), rows, seed)
+    runs = [(out, gather, True)] + ([(out / "local", False, False)] if also_local else [])
+    for i, (folder, gathered, save_model) in enumerate(runs):
+        if i:
+            model = load_model(cfg.base_model, cfg)  # the same starting weights as the first run
+        torch.manual_seed(seed)
+        _train_once(model, data, folder, state, batch=batch, world=world, steps=steps, gather=gathered,
+                    dropout=dropout, lr=lr, seed=seed, save_model=save_model)  # fmt: skip
+
+
+def _train_once(model, data, out: Path, state, *, batch: int, world: int, steps: int, gather: bool, dropout: bool,
+                lr: float, seed: int, save_model: bool) -> None:
+    """One run of :func:`train` from ``model``'s current weights; rank 0 writes ``out/losses.json`` (and the model)."""
+    import torch
+    from sentence_transformers.sentence_transformer import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    from workbook.files import write_json
+
     if not dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -80,7 +97,8 @@ def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         write_json(out / "losses.json", {"processes": world, "global_batch": batch, "gather_across_devices": gather,
                                          "dropout": dropout, "rows": len(data), "losses": losses})  # fmt: skip
-        model.save(str(out / "model"))
+        if save_model:
+            model.save(str(out / "model"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,11 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="a seeded sample of the training rows (default: all)")
     parser.add_argument("--no-gather", action="store_true", help="in-batch negatives from this process's rows only")
     parser.add_argument("--no-dropout", action="store_true", help="dropout off (exact comparisons across N)")
+    parser.add_argument("--also-local", action="store_true",
+                        help="then train again from the same start with local negatives only (local/losses.json)")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     train(args.out, batch=args.batch, steps=args.steps, rows=args.rows, gather=not args.no_gather,
-          dropout=not args.no_dropout, lr=args.lr, seed=args.seed)  # fmt: skip
+          dropout=not args.no_dropout, lr=args.lr, seed=args.seed, also_local=args.also_local)  # fmt: skip
     return 0
 
 
