@@ -15,7 +15,8 @@ On CPUs the backend is gloo, on GPUs nccl (accelerate picks it). Two things diff
 and are set here so a comparison is exact: the batch sampler is the plain one (the no-duplicates sampler fills each
 process's batch greedily, so the rows per step depend on N), and ``--no-dropout`` turns dropout off (each process draws
 its own dropout masks). Rank 0 writes ``losses.json`` (the training loss at every step, averaged over processes) and
-the model.
+the model; ``--also-local`` then trains again from the same starting weights with local negatives only, in the same
+processes (``local/losses.json``), so a comparison of the two pays the start-up once.
 """
 
 from __future__ import annotations
