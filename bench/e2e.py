@@ -50,7 +50,7 @@ def fresh_clone(log: Path, machine: str) -> dict:
     read from its output: wall time including set-up, exit code, and pytest's closing line."""
     text = log.read_text()
     done = re.search(r"fresh clone: '(.+?)' exited (\d+) after (\d+) s", text)
-    summary = re.findall(r"^=+ (\d+ passed.*?) =+$", text, re.MULTILINE)
+    summary = re.findall(r"^=+ ((?:\d+ failed, )?\d+ passed.*?) =+$", text, re.MULTILINE)
     if not done or not summary:
         raise SystemExit(f"{log}: not the output of a finished fresh-clone run")
     command = "make test" if "make test" in done.group(1) else done.group(1)  # set-up steps spelled out, or not

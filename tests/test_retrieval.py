@@ -93,7 +93,7 @@ def test_scifact_fast_subset_same_code_path_as_acceptance(minilm):
     ds = load_scifact(cfg)
     ranked = dense_ranking(minilm, ds, "test", k=100, cache_dir=cfg.cache_dir / "embeddings", show_progress=False)
     res = evaluate_ranking(ranked, ds.qrels["test"], ["ndcg@10", "recall@10", "recall@100"])
-    # A subset of ~260 abstracts has fewer distractors than 5,183: scores sit above the full-corpus figures.
+    # A subset of ~110 abstracts has fewer distractors than 5,183: scores sit above the full-corpus figures.
     assert res["ndcg@10"] > 0.6451 and res["recall@10"] > 0.7833 and res["recall@100"] >= 0.925
 
 

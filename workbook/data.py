@@ -439,7 +439,7 @@ def load_scifact(cfg: Config | None = None, with_dev: bool = False) -> Dataset:
 
     Full mode: the whole shipped copy (5,183 abstracts; test and train splits). Fast mode: the test split only,
     a seeded sample of ``cfg.scifact_fast_queries`` claims, every doc judged for a kept claim plus a seeded sample
-    of ``cfg.scifact_fast_extra_docs`` other abstracts (long texts: every encode of the subset costs about a minute).
+    of ``cfg.scifact_fast_extra_docs`` other abstracts (long texts: each model encodes the subset once).
 
     Args:
         cfg: the run's config (mode, seed).
