@@ -53,7 +53,9 @@ def fresh_clone(log: Path, machine: str) -> dict:
     summary = re.findall(r"^=+ ((?:\d+ failed, )?\d+ passed.*?) =+$", text, re.MULTILINE)
     if not done or not summary:
         raise SystemExit(f"{log}: not the output of a finished fresh-clone run")
-    command = "make test" if "make test" in done.group(1) else done.group(1)  # set-up steps spelled out, or not
+    # A command that ends in `make test` after its set-up targets (and pytest options) is recorded as `make test`,
+    # which runs those targets itself.
+    command = "make test" if "make test" in done.group(1) else done.group(1)
     return {"command": command, "exit_code": int(done.group(2)), "seconds": int(done.group(3)),
             "pytest": summary[-1], "pip_cache": "empty (PIP_NO_CACHE_DIR=1)", "machine": machine}  # fmt: skip
 

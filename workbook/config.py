@@ -58,7 +58,7 @@ class Config:
     # synthetic set over-samples them. Fast mode itself keeps only some of their categories (icd10cm.FAST_CATEGORIES).
     fast_chapters: tuple[str, ...] = ("4", "9")
     # SciFact: fast mode keeps the docs judged for its claims plus this many sampled others, and this many test claims
-    # (abstracts are long: each model that reads SciFact encodes the subset once, about half a minute on 2 AVX2 cores).
+    # (abstracts are long, and each model that reads SciFact encodes the subset once).
     scifact_fast_extra_docs: int = 50
     scifact_fast_queries: int = 50
     # Encoding.

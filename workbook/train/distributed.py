@@ -34,7 +34,6 @@ def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout
     a DDP run (or alone), and write ``losses.json`` and the model from rank 0; with ``also_local``, then train again
     from the same starting weights with each process's own negatives only and write ``local/losses.json`` (one
     launch for both runs: the processes' start-up, imports and data are paid once)."""
-    import torch
     from accelerate import PartialState
 
     from workbook.config import get_config
@@ -50,16 +49,13 @@ def train(out: Path, *, batch: int, steps: int, rows: int, gather: bool, dropout
     model = load_model(cfg.base_model, cfg)
     with state.main_process_first():  # rank 0 mines (or reads the cache) first; the others then read the cache
         data = sample_rows(training_data(cfg, load_icd10cm(cfg), model, "real"), rows, seed)
-    runs = [(out, gather, True)] + ([(out / "local", False, False)] if also_local else [])
-    for i, (folder, gathered, save_model) in enumerate(runs):
-        if i:
-            model = load_model(cfg.base_model, cfg)  # the same starting weights as the first run
-        torch.manual_seed(seed)
-        _train_once(model, data, folder, state, batch=batch, world=world, steps=steps, gather=gathered,
-                    dropout=dropout, lr=lr, seed=seed, save_model=save_model)  # fmt: skip
+    run = dict(data=data, state=state, batch=batch, world=world, steps=steps, dropout=dropout, lr=lr, seed=seed)
+    _train_once(model, out, gather=gather, save_model=True, **run)
+    if also_local:  # the same starting weights, freshly loaded: the first run trained `model` in place
+        _train_once(load_model(cfg.base_model, cfg), out / "local", gather=False, save_model=False, **run)
 
 
-def _train_once(model, data, out: Path, state, *, batch: int, world: int, steps: int, gather: bool, dropout: bool,
+def _train_once(model, out: Path, *, data, state, batch: int, world: int, steps: int, gather: bool, dropout: bool,
                 lr: float, seed: int, save_model: bool) -> None:
     """One run of :func:`train` from ``model``'s current weights; rank 0 writes ``out/losses.json`` (and the model)."""
     import torch
@@ -72,6 +68,7 @@ def _train_once(model, data, out: Path, state, *, batch: int, world: int, steps:
 
     from workbook.files import write_json
 
+    torch.manual_seed(seed)
     if not dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
