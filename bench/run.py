@@ -242,6 +242,28 @@ def md_e2e(e2e: dict | None) -> str:
     return "\n".join(lines)
 
 
+def md_precision(precision: dict | None) -> str:
+    if not precision:
+        return "_not measured yet_ (run `bench/precision.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from precision import table as precision_table
+
+    flags = ", ".join(precision["cpu_flags"]) or "no flags read"
+    return (
+        f"{precision['machine']} ({flags}; native bf16: {'yes' if precision['native_bf16'] else 'no'}; "
+        f"{precision['threads']} threads):\n\n" + precision_table(precision)
+    )
+
+
+def md_allocator(allocator: dict | None) -> str:
+    if not allocator:
+        return "_not measured yet_ (run `bench/allocator.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from allocator import table as allocator_table
+
+    return f"{allocator['machine']}:\n\n" + allocator_table(allocator)
+
+
 def md_memory(memory: dict | None) -> str:
     if not memory:
         return "_not measured yet_"
@@ -266,11 +288,13 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
-        for script, extra in (("mining.py", []), ("speed.py", []), ("quality.py", []), ("memory.py", []),
-                              ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):  # fmt: skip
+        scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py")
+        for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e, memory = (_load(n) for n in ("mining", "speed", "quality", "e2e", "memory"))
+    mining, speed, quality, e2e, memory, precision, allocator = (
+        _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator")
+    )
     rows = all_targets(mining, quality, e2e, memory)
     import torch
 
@@ -281,7 +305,8 @@ def main() -> None:
     text = README.read_text()
     for name, body in (("targets", md_targets(rows)), ("quality", md_quality(quality)),
                        ("lookalike", md_lookalike(quality)),
-                       ("speed", md_speed(speed, mining)), ("e2e", md_e2e(e2e)),
+                       ("speed", md_speed(speed, mining)), ("precision", md_precision(precision)),
+                       ("allocator", md_allocator(allocator)), ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)
     README.write_text(text)

@@ -195,7 +195,7 @@ def test_each_filter_drops_its_case_and_only_that(ds):
     assert out["kept"].tolist() == [d == "" for d in out["dropped_by"]]
     report = synth.filter_report(out)
     assert report.index.tolist() == list(synth.FILTERS)
-    assert report["dropped"].tolist() == [1, 1, 2, 1, 0, 1]
+    assert report["dropped"].tolist() == [1, 1, 2, 1, 0, 0, 1]  # round trip and lookalike not run here
     assert report["in"].iloc[0] == 8 and report["kept"].iloc[-1] == 2
     assert (report["in"] - report["dropped"] == report["kept"]).all()
     assert (report["kept"].iloc[:-1].to_numpy() == report["in"].iloc[1:].to_numpy()).all()

@@ -54,6 +54,11 @@ class Config:
     # Models: short names understood by workbook.models.load_model, or a local path.
     base_model: str = "all-MiniLM-L6-v2"
     comparator_model: str = "all-mpnet-base-v2"
+    # Inference-only arithmetic (workbook.precision; bench/precision.py has the speed and metric change of each):
+    # the comparator's encodes and the reranker's scores run in bf16 where the CPU computes bf16 natively (AVX-512
+    # BF16 or AMX; fp32 elsewhere, where bf16 would be emulated and slower). Base and tuned models stay fp32.
+    comparator_precision: str = "bf16"
+    reranker_precision: str = "bf16"
     # ICD-10-CM case study: the chapters fast mode draws from (4 = endocrine E00-E89, 9 = circulatory I00-I99); the
     # synthetic set over-samples them. Fast mode itself keeps only some of their categories (icd10cm.FAST_CATEGORIES).
     fast_chapters: tuple[str, ...] = ("4", "9")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from workbook.config import Config, default_config
 from workbook.llmbuild import check_space
+from workbook.precision import set_precision
 
 MINILM = "all-MiniLM-L6-v2"
 MPNET = "all-mpnet-base-v2"
@@ -161,13 +162,15 @@ def model_path(name: str, cfg: Config | None = None) -> Path:
     )
 
 
-def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None = None):
+def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None = None, precision: str = "fp32"):
     """Load a :class:`~sentence_transformers.SentenceTransformer` offline.
 
     Args:
         name: ``"all-MiniLM-L6-v2"``, ``"all-mpnet-base-v2"`` (or the aliases ``minilm``/``mpnet``), or a folder.
         cfg: the run config (for the cache folder); defaults to :func:`~workbook.config.default_config`.
         device: torch device; ``None`` picks CUDA when present, else CPU.
+        precision: inference precision, ``"fp32"``, ``"bf16"`` or ``"int8"`` (:func:`workbook.precision.set_precision`:
+            bf16 only where the hardware computes it natively). Only for a model you will not train.
 
     Returns:
         The loaded model.
@@ -178,6 +181,7 @@ def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None
     path = model_path(name, cfg)
     hf_logging.disable_progress_bar()  # a weight-loading bar per model is noise in notebooks and logs
     try:
-        return SentenceTransformer(str(path), device=device, local_files_only=True)
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
     finally:
         hf_logging.enable_progress_bar()
+    return set_precision(model, precision) if precision != "fp32" else model

@@ -25,6 +25,7 @@ from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_save
 from workbook.models import MINILM, ModelNotAvailableError, model_path
+from workbook.precision import inference, precision_of, set_precision
 
 #: Query id -> doc ids, best first.
 Ranking = dict[str, list[str]]
@@ -51,9 +52,11 @@ def model_fingerprint(model) -> str:
     every in-place change such as an optimiser step bumps), so asking again for unchanged weights costs no rehash
     (hashing mpnet's 440 MB took about a second, and every cached encode asks).
     """
+    memo = getattr(model, _FINGERPRINT_ATTR, None)
+    if memo is not None and precision_of(model) == "int8":  # hashed before quantizing (packed int8 weights are frozen)
+        return memo[1]
     state = sorted(model.state_dict().items())
     stamp = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in state)
-    memo = getattr(model, _FINGERPRINT_ATTR, None)
     if memo is not None and memo[0] == stamp:
         return memo[1]
     digest = hashlib.sha1()
@@ -70,9 +73,12 @@ def model_fingerprint(model) -> str:
 _FINGERPRINT_ATTR = "_workbook_fingerprint"
 
 
-def _cache_key(model, texts: Iterable[str]) -> str:
-    """A key of a model's weights and a sequence of texts, for the on-disk caches of embeddings and scores."""
+def _cache_key(model, texts: Iterable[str], precision: str = "fp32") -> str:
+    """A key of a model's weights, its inference precision and a sequence of texts, for the on-disk caches of
+    embeddings and scores (fp32 keys are those of the caches written before precisions existed)."""
     digest = hashlib.sha1(model_fingerprint(model).encode())
+    if precision != "fp32":
+        digest.update(f"precision={precision}".encode())
     for t in texts:
         digest.update(t.encode("utf-8"))
         digest.update(b"\0")
@@ -87,14 +93,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def encode(
     model, texts: Sequence[str], batch_size: int = 64, desc: str | None = None, show_progress: bool = True
 ) -> np.ndarray:
-    """Encode texts to L2-normalised float32 vectors (sentence-transformers sorts by length within the call)."""
-    emb = model.encode(
-        list(texts),
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=show_progress and len(texts) > batch_size,
-    )
+    """Encode texts to L2-normalised float32 vectors (sentence-transformers sorts by length within the call), at the
+    model's inference precision (:mod:`workbook.precision`)."""
+    with inference(model):
+        emb = model.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=show_progress and len(texts) > batch_size,
+        )
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
@@ -113,7 +121,7 @@ def encode_cached(
     """
     if cache_dir is None:
         return encode(model, texts, batch_size=batch_size, show_progress=show_progress)
-    key = _cache_key(model, texts)
+    key = _cache_key(model, texts, precision_of(model))
     path = Path(cache_dir) / f"emb-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -376,7 +384,8 @@ def load_reranker(
     cfg: Config, ds: Dataset | None = None, candidates: dict[str, Sequence[str]] | None = None, split: str = "train"
 ):
     """The reranker: ``cfg.reranker`` when set (any local cross-encoder folder), else one trained on ``split``
-    pairs from ``candidates`` and cached under ``cfg.cache_dir / "rerankers"`` (keyed on its training data).
+    pairs from ``candidates`` and cached under ``cfg.cache_dir / "rerankers"`` (keyed on its training data). It scores
+    at ``cfg.reranker_precision`` (:mod:`workbook.precision`); training is always fp32.
 
     Raises:
         ModelNotAvailableError: ``cfg.reranker`` is not a local folder.
@@ -388,15 +397,15 @@ def load_reranker(
             raise ModelNotAvailableError(
                 f"reranker {cfg.reranker!r} is not a local folder; no model hub is reachable offline"
             )
-        return CrossEncoder(cfg.reranker, local_files_only=True)
+        return set_precision(CrossEncoder(cfg.reranker, local_files_only=True), cfg.reranker_precision)
     if ds is None or candidates is None:
         raise ValueError("training a reranker needs the dataset and the retriever's candidates for its split")
     pairs = reranker_pairs(ds, split, candidates, cfg.reranker_train_queries, cfg.reranker_negatives, cfg.seed)
     digest = hashlib.sha1(json.dumps(pairs.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     folder = cfg.cache_dir / "rerankers" / f"minilm-ce-{digest}"
     if (folder / "config.json").exists():
-        return CrossEncoder(str(folder), local_files_only=True)
-    return train_reranker(pairs, folder, cfg)
+        return set_precision(CrossEncoder(str(folder), local_files_only=True), cfg.reranker_precision)
+    return set_precision(train_reranker(pairs, folder, cfg), cfg.reranker_precision)
 
 
 def rerank(
@@ -427,12 +436,15 @@ def _rerank(cross_encoder, ds: Dataset, queries: Mapping[str, str], candidates: 
         pairs += [(text, ds.doc_text(d)) for d in head]
     path = None
     if cache_dir is not None:
-        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair))
+        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair),
+                         precision_of(cross_encoder))
         path = Path(cache_dir) / f"rerank-{key}.npy"
     if path is not None and path.exists():
         scores = np.load(path)
     else:
-        scores = np.asarray(cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress))
+        with inference(cross_encoder):
+            scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress)
+        scores = np.asarray(scores, dtype=np.float32)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_npy(path, scores)

@@ -78,11 +78,11 @@ class RunContext:
         self.ds  # noqa: B018 - loading the dataset carves the dev split
         return self._cache["dev"]
 
-    def model(self, name: str):
-        """A packaged or local SentenceTransformer by name (loaded once)."""
-        key = f"model:{name}"
+    def model(self, name: str, precision: str = "fp32"):
+        """A packaged or local SentenceTransformer by name (loaded once per inference precision)."""
+        key = f"model:{name}:{precision}"
         if key not in self._cache:
-            self._cache[key] = load_model(name, self.cfg)
+            self._cache[key] = load_model(name, self.cfg, precision=precision)
         return self._cache[key]
 
     @property

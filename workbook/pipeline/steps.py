@@ -25,8 +25,8 @@ STEPS: tuple[Step, ...] = (
         "02_baselines",
         step_baselines,
         ("01_validate",),
-        uses=(*_COMMON, "comparator", "comparator_model", "rerank_baseline", "reranker", "reranker_negatives", "seed",
-              "fast"),  # fmt: skip
+        uses=(*_COMMON, "comparator", "comparator_model", "comparator_precision", "rerank_baseline", "reranker",
+              "reranker_negatives", "reranker_precision", "seed", "fast"),  # fmt: skip
         version=2,
     ),
     Step(
@@ -49,6 +49,7 @@ STEPS: tuple[Step, ...] = (
             "base_model",
         ),
         extra_inputs=_synthetic_inputs,
+        version=2,  # 2: the lookalike filter (a dataset's lookalikes.jsonl relabels or drops queries)
     ),  # fmt: skip
     Step(
         "04_negatives",

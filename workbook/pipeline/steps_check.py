@@ -104,7 +104,8 @@ def baseline_retrievers(ctx: RunContext, reranker=None) -> list[Retriever]:
     when given, the reranker over the base model's hybrid. A baseline is one more :class:`Retriever` here."""
     cfg, ds = ctx.cfg, ctx.ds
     models = [cfg.base_model] + ([cfg.comparator_model] if ctx.settings.comparator else [])
-    dense = [Remembered(Dense(ctx.model(m), ds, ctx.emb_cache, cfg.batch_size, show_progress=True,
+    precision = {cfg.comparator_model: cfg.comparator_precision, cfg.base_model: "fp32"}  # the base model: fp32
+    dense = [Remembered(Dense(ctx.model(m, precision[m]), ds, ctx.emb_cache, cfg.batch_size, show_progress=True,
                               name=f"dense {model_label(m)}")) for m in models]  # fmt: skip
     lexical = Remembered(BM25(ds, ctx.bm25()))
     hybrids = [Remembered(Hybrid([d, lexical], name=f"hybrid {model_label(m)}+BM25"))

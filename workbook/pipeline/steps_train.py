@@ -148,11 +148,13 @@ def step_synthetic(ctx: RunContext, out: Path) -> dict:
         if hasattr(generator, "close"):
             generator.close()
     round_trip = synth.RoundTrip(ds, ctx.base, k=synth.FilterSettings().round_trip_k, cache_dir=ctx.emb_cache)
-    filtered = synth.apply_filters(run.candidates(), ds, round_trip)
+    lookalikes = synth.LookalikeCheck(ds) if ds.extras.get("lookalikes") else None  # the dataset's lookalikes.jsonl
+    filtered = synth.apply_filters(run.candidates(), ds, round_trip, lookalikes=lookalikes)
     kept = filtered[filtered["kept"]]
     pairs = sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)}, key=lambda p: (p[1], p[0]))
     write_json(out / "pairs.json", pairs)
-    cols = ["doc_id", "position", "query", "kept", "dropped_by", "why", "overlap", "dense_rank", "bm25_rank"]
+    cols = ["doc_id", "source_doc", "position", "query", "kept", "dropped_by", "why", "overlap", "dense_rank",
+            "bm25_rank"]  # fmt: skip
     write_jsonl(out / "candidates.jsonl", [clean_json(r) for r in filtered[cols].to_dict(orient="records")])
     write_json(out / "template.json", template.to_dict())
     report = synth.filter_report(filtered).reset_index()

@@ -15,8 +15,10 @@ Each distinct prompt template and settings block is stored once in the cache's r
 
 Filters (:func:`apply_filters`), in order, each counted: ``format`` (empty, garbled, too long, cut off),
 ``copy`` (the passage itself), ``duplicate``, ``overlap`` (a lexical-overlap ceiling with the passage),
-``round-trip`` (the source doc must come back in the top k for the query under the base model or BM25) and
-``leakage`` (the same wording as an eval-split query under :func:`workbook.data.equivalence_key`).
+``round-trip`` (the source doc must come back in the top k for the query under the base model or BM25),
+``lookalike`` (a query whose distinguishing words, such as a side, point to a lookalike of its source is relabelled
+to that lookalike or dropped: :class:`LookalikeCheck`) and ``leakage`` (the same wording as an eval-split query
+under :func:`workbook.data.equivalence_key`).
 
 The case study's synthetic set lives in ``data/icd10cm/synthetic/`` with its provenance; build it with
 ``python -m workbook.synth build`` and read it with :func:`load_synthetic_pairs`.
@@ -24,6 +26,7 @@ The case study's synthetic set lives in ``data/icd10cm/synthetic/`` with its pro
 One module per part, all re-exported here (each imports only the ones listed before it):
 
 - ``prompts``: :class:`PromptTemplate` and :class:`Shot`, :func:`parse_queries`, :data:`QUERIES_PER_DOC`
+- ``lookalike``: :class:`LookalikeCheck` (the lookalike filter) and :func:`attribute_mismatch` (its measure)
 - ``filters``: :class:`FilterSettings`, the filters and :func:`apply_filters`, :class:`RoundTrip`, the report
 - ``generators``: :class:`Generator`, :class:`LocalGenerator` (with :func:`gemma_path`), :class:`OpenAIGenerator`
 - ``cache``: :class:`GenerationCache`, :class:`CacheError`
@@ -40,6 +43,7 @@ from __future__ import annotations
 from workbook.synth.build import build_synthetic_set, generate_case_study, synthetic_datasheet
 from workbook.synth.cache import CacheError, GenerationCache
 from workbook.synth.casestudy import (
+    CASE_STUDY_ATTRIBUTES,
     CASE_STUDY_FOCUS_DOCS,
     CASE_STUDY_OTHER_DOCS,
     case_study_plan,
@@ -80,6 +84,7 @@ from workbook.synth.generators import (
     OpenAIGenerator,
     gemma_path,
 )
+from workbook.synth.lookalike import LookalikeCheck, attribute_mismatch
 from workbook.synth.profile import profile_summary, query_profile, real_items
 from workbook.synth.prompts import QUERIES_PER_DOC, PromptTemplate, Shot, _sha, parse_queries
 
@@ -90,6 +95,9 @@ __all__ = [
     "ENV_BASE_URL",
     "ENV_MODEL",
     "FILTERS",
+    "CASE_STUDY_ATTRIBUTES",
+    "LookalikeCheck",
+    "attribute_mismatch",
     "GEMMA_BYTES",
     "GEMMA_PACKAGE",
     "QUERIES_PER_DOC",

@@ -15,10 +15,11 @@ from workbook.config import Config
 from workbook.files import atomic_write, write_json, write_jsonl
 from workbook.models import load_model
 from workbook.synth.cache import GenerationCache
-from workbook.synth.casestudy import case_study_plan, docs_with_train_queries, synthetic_dir
+from workbook.synth.casestudy import CASE_STUDY_ATTRIBUTES, case_study_plan, docs_with_train_queries, synthetic_dir
 from workbook.synth.filters import FilterSettings, RoundTrip, apply_filters, filter_report
 from workbook.synth.generation import GenerationRun, generate_queries
 from workbook.synth.generators import GEMMA_PACKAGE, LocalGenerator, gemma_path
+from workbook.synth.lookalike import LookalikeCheck, attribute_mismatch
 
 
 def generate_case_study(cfg: Config, n_threads: int | None = None, limit: int | None = None) -> GenerationRun:
@@ -66,9 +67,12 @@ def build_synthetic_set(
     run = generate_case_study(cfg, n_threads=n_threads, limit=limit)
     model = load_model(cfg.base_model, cfg)
     round_trip = RoundTrip(full, model, k=st.round_trip_k, cache_dir=cfg.cache_dir / "embeddings")
-    filtered = apply_filters(run.candidates(), full, round_trip, st)
+    lookalikes = LookalikeCheck(full, attributes=CASE_STUDY_ATTRIBUTES)
+    unchecked = apply_filters(run.candidates(), full, round_trip, st)  # the same set without the lookalike filter
+    filtered = apply_filters(run.candidates(), full, round_trip, st, lookalikes=lookalikes)
     folder = synthetic_dir(cfg)
-    cols = ["doc_id", "position", "query", "kept", "dropped_by", "why", "overlap", "dense_rank", "bm25_rank", "key"]
+    cols = ["doc_id", "source_doc", "position", "query", "kept", "dropped_by", "why", "overlap", "dense_rank",
+            "bm25_rank", "key"]  # fmt: skip
     rows = filtered[cols].to_dict(orient="records")
     for rec in rows:
         for k in ("dense_rank", "bm25_rank"):
@@ -78,6 +82,7 @@ def build_synthetic_set(
         rec["position"] = int(rec["position"])
     write_jsonl(folder / "queries.jsonl", rows)
     report = filter_report(filtered)
+    kept_elsewhere = filtered["kept"] & (filtered["doc_id"] != filtered["source_doc"])
     with_train = docs_with_train_queries(full)
     fast_docs = {d for d, doc in full.corpus.items() if doc["metadata"].get("chapter") in cfg.fast_chapters}
     generator_settings = GenerationCache(folder).registry[run.records[0]["settings"]]["value"]
@@ -104,7 +109,15 @@ def build_synthetic_set(
             "kept": int(filtered["kept"].sum()),
             "kept in fast-mode chapters": int(filtered[filtered["kept"]]["doc_id"].isin(fast_docs).sum()),
             "documents with a kept query": int(filtered[filtered["kept"]]["doc_id"].nunique()),
+            "kept queries relabelled to a lookalike": int(kept_elsewhere.sum()),
         },
+        # Of the kept queries that name an attribute's value, how many name one their document does not state:
+        # without the lookalike filter and with it (the round trip alone lets a wrong side through).
+        "attribute_mismatch": {
+            name: {"without lookalike filter": attribute_mismatch(unchecked, full, values),
+                   "with it": attribute_mismatch(filtered, full, values)}
+            for name, values in CASE_STUDY_ATTRIBUTES.items()
+        },  # fmt: skip
         "filter_report": report.reset_index().to_dict(orient="records"),
         "generation_seconds": round(total_seconds, 1),
         "seconds_per_query": round(total_seconds / max(n_queries, 1), 3),
@@ -118,6 +131,14 @@ def build_synthetic_set(
 def synthetic_datasheet(prov: Mapping) -> str:
     """The synthetic set's datasheet (markdown) from its provenance."""
     counts = "\n".join(f"- {k}: {v}" for k, v in prov["counts"].items())
+    mismatch = ["| attribute | named, without the lookalike filter | wrong | named, with it | wrong |",
+                "|---|---|---|---|---|"]  # fmt: skip
+    mismatch += [
+        f"| {name} | {m['without lookalike filter']['named']} | {m['without lookalike filter']['wrong']} "
+        f"({m['without lookalike filter']['rate']:.1%}) | {m['with it']['named']} | {m['with it']['wrong']} "
+        f"({m['with it']['rate']:.1%}) |"
+        for name, m in prov.get("attribute_mismatch", {}).items()
+    ]
     table = ["| filter | in | dropped | kept | dropped % | reasons |", "|---|---|---|---|---|---|"]
     table += [
         f"| {r['filter']} | {r['in']} | {r['dropped']} | {r['kept']} | {r['dropped %']} | {r['reasons']} |"
@@ -156,9 +177,15 @@ def synthetic_datasheet(prov: Mapping) -> str:
             f"- generation time: {prov['generation_seconds']} s on 2 shared CPU cores "
             f"({prov['seconds_per_query']} s per query)",
             "",
+            "Kept queries that name a value of an attribute the case study's lookalikes differ by (side, diabetes "
+            "type, acuity, encounter), and how many of them name a value their document does not state:",
+            "",
+            *mismatch,
+            "",
             "## Files",
-            "- `queries.jsonl`: every candidate query: `doc_id`, `position`, `query`, `kept`, `dropped_by`, `why`, "
-            "`overlap`, `dense_rank`, `bm25_rank`, `key` (its generation record).",
+            "- `queries.jsonl`: every candidate query: `doc_id` (the document it is kept for), `source_doc` (the one "
+            "it was generated for; another only where the lookalike filter relabelled it), `position`, `query`, "
+            "`kept`, `dropped_by`, `why`, `overlap`, `dense_rank`, `bm25_rank`, `key` (its generation record).",
             "- `generations.jsonl`: the generation cache, one line per document (raw text, parsed queries, seed, "
             "prompt hash, timing); `registry.jsonl`: the prompt template and settings, stored once by hash.",
             "- `provenance.json`: all of the above, machine-readable, with the sampled codes.",

@@ -22,6 +22,15 @@ from workbook.synth.prompts import QUERIES_PER_DOC, PromptTemplate, Shot
 CASE_STUDY_FOCUS_DOCS = 700
 CASE_STUDY_OTHER_DOCS = 2500
 
+#: The attributes the case study's lookalikes differ by, with their values as :func:`workbook.synth.lookalike.words`
+#: tokenises them (the synthetic set's lookalike filter drops a query that names a value its document contradicts).
+CASE_STUDY_ATTRIBUTES = {
+    "side": ("left", "right", "bilateral", "unilateral"),
+    "diabetes type": ("type_1", "type_2"),
+    "acuity": ("acute", "subacute", "chronic"),
+    "encounter": ("initial", "subsequent", "sequela"),
+}
+
 _GENERIC = re.compile(r"\b(?:other|unspecified|NEC|NOS)\b", re.IGNORECASE)
 _INSTRUCTION = (
     "Each diagnosis from a medical code list is followed by {n} other names, phrases or abbreviations "

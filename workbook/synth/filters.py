@@ -1,4 +1,5 @@
-"""The filters that keep the useful synthetic queries (format, copy, duplicate, overlap, round-trip, leakage)."""
+"""The filters that keep the useful synthetic queries (format, copy, duplicate, overlap, round-trip, lookalike,
+leakage)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pandas as pd
 
 from workbook.data import Dataset, equivalence_key, lexical_overlap
 from workbook.retrieval import BM25Index, DenseIndex, encode, encode_cached
+from workbook.synth.lookalike import LookalikeCheck
 
 #: The filters, in the order they run (a query is counted under the first filter that drops it).
-FILTERS = ("format", "copy", "duplicate", "overlap", "round-trip", "leakage")
+FILTERS = ("format", "copy", "duplicate", "overlap", "round-trip", "lookalike", "leakage")
 
 _SCAFFOLD = re.compile(r"\b(?:diagnosis|other names|passage|search queries|queries|entry)\s*:", re.IGNORECASE)
 
@@ -141,7 +143,11 @@ class RoundTrip:
 
 
 def apply_filters(
-    candidates: pd.DataFrame, ds: Dataset, round_trip: RoundTrip | None, settings: FilterSettings | None = None
+    candidates: pd.DataFrame,
+    ds: Dataset,
+    round_trip: RoundTrip | None,
+    settings: FilterSettings | None = None,
+    lookalikes: LookalikeCheck | None = None,
 ) -> pd.DataFrame:
     """Run the filters in :data:`FILTERS` order; each sees only what the earlier ones kept.
 
@@ -151,10 +157,14 @@ def apply_filters(
         ds: the dataset (passages, and its eval splits for the leakage guard).
         round_trip: the retrievers for the ``round-trip`` filter (``None`` skips that one filter, reported as 0).
         settings: thresholds.
+        lookalikes: the ``lookalike`` filter (:class:`workbook.synth.lookalike.LookalikeCheck`): a query whose
+            distinguishing words point to a lookalike of its source is relabelled to it or dropped (``None`` skips
+            it, reported as 0).
 
     Returns:
         A copy with ``dropped_by`` (a filter name, ``""`` if kept), ``why`` (detail), ``overlap``,
-        ``dense_rank``, ``bm25_rank`` and ``kept``.
+        ``dense_rank``, ``bm25_rank``, ``kept``, and ``source_doc`` (the document the query was generated for;
+        ``doc_id`` is the one it is kept for, another only where the lookalike filter relabelled it).
     """
     st = settings or FilterSettings()
     out = candidates.reset_index(drop=True).copy()
@@ -200,6 +210,14 @@ def apply_filters(
         for i in idx:
             if np.isnan(out.at[i, "dense_rank"]) and np.isnan(out.at[i, "bm25_rank"]):
                 dropped[i], why[i] = "round-trip", f"source not in top {round_trip.k}"
+    out["source_doc"] = out["doc_id"]
+    if lookalikes is not None:
+        for i in alive():
+            verdict = lookalikes.check(str(out.at[i, "query"]), str(out.at[i, "doc_id"]))
+            if verdict.action == "drop":
+                dropped[i], why[i] = "lookalike", verdict.why
+            elif verdict.action == "relabel":
+                out.at[i, "doc_id"] = verdict.doc_id
     leaks = eval_query_keys(ds, st.eval_splits)
     for i in alive():
         qid = leaks.get(equivalence_key(out.at[i, "query"]))
@@ -220,6 +238,8 @@ def filter_report(filtered: pd.DataFrame) -> pd.DataFrame:
         reasons = hit["why"].str.replace(r"^(= eval query|also for) .*", r"\1 ...", regex=True)
         reasons = reasons.str.replace(r"^[\d.]+ > .*", "above ceiling", regex=True)
         reasons = reasons.str.replace(r"^source not in top \d+", "not retrieved", regex=True)
+        reasons = reasons.str.replace(r"^points to .*", "points to several lookalikes", regex=True)
+        reasons = reasons.str.replace(r"^names (.+?) '[^']*', not in .*", r"names another \1", regex=True)
         counts = reasons.value_counts()
         rows.append(
             {"filter": name, "in": remaining, "dropped": len(hit), "kept": remaining - len(hit),
