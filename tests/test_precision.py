@@ -87,6 +87,7 @@ def test_the_defaults_are_the_precisions_the_bench_picked():
     picks, per = result["decision"]["picks"], result["decision"]["per_precision"]
     assert cfg.comparator_precision == picks[MPNET]
     assert cfg.reranker_precision == picks["reranker (MiniLM cross-encoder)"]
+    assert cfg.curve_precision == picks[MINILM]  # the merge curve's models are MiniLMs
     assert result["native_bf16"]  # bf16 was measured where it runs, not as its fp32 fallback
     assert per[MPNET]["int8"]["max ndcg change (points)"] > 0.5 and not per[MPNET]["int8"]["default"]
     rows = [r for r in result["runs"] if r["precision"] == "bf16"]
@@ -102,3 +103,18 @@ def test_the_makefile_exports_the_allocator_settings_the_bench_measured():
     measured = json.loads((root / "bench" / "results" / "allocator.json").read_text())
     assert exported == measured["settings"] and len(exported) == 2
     assert all(r > 1.0 for r in measured["ratio (exports / defaults)"].values())
+
+
+def test_the_merge_curve_scores_in_its_precision_and_leaves_the_callers_models_fp32(minilm, native):
+    from workbook.evaluate import interpolation_curve
+
+    tuned = load_model(MINILM)
+    seen = []
+
+    def score(model):
+        seen.append(precision_of(model))
+        return 1.0
+
+    curve = interpolation_curve(minilm, tuned, [0.0, 0.5, 1.0], score, score, precision="bf16")
+    assert seen == ["bf16"] * 6 and list(curve.index) == [0.0, 0.5, 1.0]
+    assert precision_of(minilm) == precision_of(tuned) == "fp32"

@@ -14,7 +14,8 @@ from workbook.icd10cm import load_icd10cm
 from workbook.synth import CASE_STUDY_ATTRIBUTES, LookalikeCheck, attribute_mismatch
 from workbook.synth.lookalike import words
 
-RIGHT = "E10.3211"  # Type 1 diabetes mellitus with mild nonproliferative diabetic retinopathy with macular edema, right eye
+RIGHT = "E10.3211"  # Type 1 diabetes mellitus with mild nonproliferative diabetic retinopathy with macular edema,
+# right eye; its left-eye, bilateral and type 2 lookalikes:
 LEFT, BOTH, TYPE2 = "E10.3212", "E10.3213", "E11.3211"
 
 
@@ -80,7 +81,7 @@ def test_the_committed_set_was_built_with_the_filter_and_meets_the_wrong_side_ta
     prov = synth.load_provenance(cfg)
     side = prov["attribute_mismatch"]["side"]
     assert side["with it"]["rate"] <= 0.02 < side["without lookalike filter"]["rate"]
-    rows = [json.loads(line) for line in open(synth.synthetic_set_path(cfg), encoding="utf-8")]
+    rows = [json.loads(line) for line in synth.synthetic_set_path(cfg).read_text(encoding="utf-8").splitlines()]
     assert sum(r["kept"] and r["doc_id"] != r["source_doc"] for r in rows) == prov["counts"][
         "kept queries relabelled to a lookalike"]  # fmt: skip
     assert sum(r["dropped_by"] == "lookalike" for r in rows) > 0

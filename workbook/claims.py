@@ -40,6 +40,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "notebooks/02_baseline.ipynb": {
         "0.05": "the gate's margin, a setting (workbook.diagnose.should_fine_tune)",
         "0.90": "the target, a setting (cfg.target_recall_at_10)",
+        "200": "exercise 1's RRF constant to try, a setting",
     },
     "notebooks/04_synthetic_data.ipynb": {
         "253": "size of the packaged GGUF file in MB (the package's, not a measurement)",

@@ -59,6 +59,9 @@ class Config:
     # BF16 or AMX; fp32 elsewhere, where bf16 would be emulated and slower). Base and tuned models stay fp32.
     comparator_precision: str = "bf16"
     reranker_precision: str = "bf16"
+    # The merge curve (notebook 06) only chooses a ratio on dev: its models (base, tuned and the merges) score in this
+    # precision; the chosen merge is scored on test in fp32.
+    curve_precision: str = "bf16"
     # ICD-10-CM case study: the chapters fast mode draws from (4 = endocrine E00-E89, 9 = circulatory I00-I99); the
     # synthetic set over-samples them. Fast mode itself keeps only some of their categories (icd10cm.FAST_CATEGORIES).
     fast_chapters: tuple[str, ...] = ("4", "9")

@@ -384,24 +384,35 @@ def pick_merge_ratio(curve: pd.DataFrame, max_general_loss: float = 0.01, min_ga
     return float(ok.index.max())
 
 
-def interpolation_curve(base, tuned, alphas: Sequence[float], score_domain, score_general) -> pd.DataFrame:
+def interpolation_curve(
+    base, tuned, alphas: Sequence[float], score_domain, score_general, precision: str = "fp32"
+) -> pd.DataFrame:
     """Score base<->tuned weight interpolations on the domain and on a general set.
 
     Args:
-        base, tuned: the models at alpha 0 and alpha 1 (used as they are there: no copy).
+        base, tuned: the models at alpha 0 and alpha 1 (used as they are there in fp32; copied for another precision).
         alphas: ratios to trace; 0 must be among them (the reference for gains and losses).
         score_domain, score_general: ``model -> float`` (e.g. domain dev Recall@10, SciFact nDCG@10).
+        precision: the curve's inference precision (:mod:`workbook.precision`): the curve only chooses a ratio on dev,
+            so it may run in bf16 where that is native (``cfg.curve_precision``); the chosen merge is then scored on
+            test by the caller, in fp32.
 
     Returns:
         One row per alpha: ``domain``, ``general``, ``domain gain`` and ``general loss`` (vs alpha 0).
     """
+    import copy
+
     from tqdm.auto import tqdm
+
+    from workbook.precision import set_precision
 
     if 0.0 not in alphas:
         raise ValueError("alphas must include 0 (the base model, the reference)")
     rows = {}
     for alpha in tqdm(sorted(alphas), desc="interpolations"):
         model = base if alpha == 0 else tuned if alpha == 1 else interpolate_weights(base, tuned, alpha)
+        if precision != "fp32":
+            model = set_precision(model if 0 < alpha < 1 else copy.deepcopy(model), precision)
         rows[float(alpha)] = {"domain": float(score_domain(model)), "general": float(score_general(model))}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "alpha"

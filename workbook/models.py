@@ -11,12 +11,14 @@ Any other name is taken as a local folder. A Hub id is refused with a clear mess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +164,28 @@ def model_path(name: str, cfg: Config | None = None) -> Path:
     )
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load a model without its weight-loading bar, transformers' load report or sentence-transformers' notes (noise
+    in notebooks and logs, and the report prints the machine's site-packages path); warnings of other code still
+    show, and errors always do."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    st_logger = logging.getLogger("sentence_transformers")
+    level, verbosity = st_logger.level, hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    st_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
+        st_logger.setLevel(level)
+
+
 def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None = None, precision: str = "fp32"):
     """Load a :class:`~sentence_transformers.SentenceTransformer` offline.
 
@@ -176,12 +200,8 @@ def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None
         The loaded model.
     """
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
 
     path = model_path(name, cfg)
-    hf_logging.disable_progress_bar()  # a weight-loading bar per model is noise in notebooks and logs
-    try:
+    with quiet_loading():
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
-    finally:
-        hf_logging.enable_progress_bar()
     return set_precision(model, precision) if precision != "fp32" else model

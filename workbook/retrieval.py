@@ -24,7 +24,7 @@ import numpy as np
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_save
-from workbook.models import MINILM, ModelNotAvailableError, model_path
+from workbook.models import MINILM, ModelNotAvailableError, model_path, quiet_loading
 from workbook.precision import inference, precision_of, set_precision
 
 #: Query id -> doc ids, best first.
@@ -354,7 +354,8 @@ def train_reranker(
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     out = Path(out_dir)
-    model = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=128, local_files_only=True)
+    with quiet_loading():  # no "converting to CrossEncoder" note, load report (with machine paths) or weight bar
+        model = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=128, local_files_only=True)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         args = CrossEncoderTrainingArguments(
             output_dir=tmp,
