@@ -11,11 +11,6 @@ export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL := 2
 # String hashing (set order) is fixed only when set before Python starts: here, for every command the targets run.
 export PYTHONHASHSEED := 0
-# glibc hands every allocation over 32 MB back to the OS on free, so each batch of long texts faults its buffers in
-# again page by page; these keep them in the heap (workbook.memory.release_heap still trims between steps). Measured
-# in bench/results/allocator.json (bench/allocator.py); other C libraries ignore them.
-export MALLOC_MMAP_THRESHOLD_ := 4294967296
-export MALLOC_TRIM_THRESHOLD_ := 17179869184
 
 .PHONY: setup scale test test-slow lint browser casestudy lab slides bench clean-cache
 

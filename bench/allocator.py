@@ -1,4 +1,4 @@
-"""Benchmark: glibc's allocator settings (the Makefile's MALLOC_* exports) against its defaults, same work.
+"""Benchmark: two glibc allocator settings (MALLOC_* environment variables) against its defaults, same work.
 
 Usage (from the repository root, after ``make setup``)::
 
@@ -8,9 +8,11 @@ glibc serves every allocation over 32 MB (its largest dynamic threshold) with a 
 free, so each batch of long texts faults its attention buffers in again, page by page (mpnet's batch of 64
 SciFact abstracts allocates hundreds of MB per layer). ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
 keep those pages in the process's heap for the next batch (``workbook.memory.release_heap`` still hands them back
-between steps). Each setting runs in its own child process, one after the other, on the same texts: encoding SciFact
+between steps), at a price in peak memory, which the bench records too. Each setting runs in its own child process,
+one after the other, on the same texts: encoding SciFact
 abstracts (long) and ICD-10-CM codes (short) with all-MiniLM-L6-v2, SciFact abstracts with all-mpnet-base-v2, and
-training steps of the default recipe's shape (MNRL, 32 short rows with 2 negatives).
+training steps of the default recipe's shape (MNRL, 32 short rows with 2 negatives); and each child's peak RSS,
+since a heap that keeps freed buffers can hold more memory than one that returns them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "allocator.json"
-#: What the Makefile exports (keep the two in step: tests/test_precision.py reads both).
+#: The settings measured. The Makefile does not set them: they cost peak memory (bench/README.md, Inference precision).
 TUNED = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
 
@@ -80,6 +82,7 @@ def _measure() -> dict:
 
     steps(1)
     timed("MNRL training steps (32 rows + 2 negatives, ICD-10-CM)", 8, "steps/s", steps)
+    out["peak RSS MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the whole child's
     return out
 
 
@@ -98,9 +101,11 @@ def main() -> None:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(name, runs[name], flush=True)
+    peaks = {name: run.pop("peak RSS MB") for name, run in runs.items()}
     ratios = {w: round(runs["MALLOC_* exports"][w]["rate"] / runs["glibc defaults"][w]["rate"], 2)
               for w in runs["glibc defaults"]}  # fmt: skip
-    result = {"machine": args.machine, "settings": TUNED, "runs": runs, "ratio (exports / defaults)": ratios}
+    result = {"machine": args.machine, "settings": TUNED, "runs": runs, "ratio (exports / defaults)": ratios,
+              "peak RSS MB": peaks}  # fmt: skip
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
 
@@ -114,6 +119,11 @@ def table(result: dict) -> str:
         a, b = runs["glibc defaults"][work], runs["MALLOC_* exports"][work]
         lines.append(f"| {work} | {a['rate']} {a['unit']} | {b['rate']} {b['unit']} | {ratio:.2f}x | "
                      f"{a['minor page faults']:,} → {b['minor page faults']:,} |")  # fmt: skip
+    peaks = result.get("peak RSS MB")
+    if peaks:
+        default, tuned = peaks["glibc defaults"], peaks["MALLOC_* exports"]
+        lines += ["", f"Peak RSS of the whole child process: {default:,} MB with glibc's defaults, {tuned:,} MB with "
+                  "the exports (freed buffers stay in the heap for reuse)."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -94,15 +94,14 @@ def test_the_defaults_are_the_precisions_the_bench_picked():
     assert rows and all(r["ran as"] == "bf16" for r in rows)
 
 
-def test_the_makefile_exports_the_allocator_settings_the_bench_measured():
-    """bench/allocator.py measured these exact settings; the Makefile exports them to every command it runs."""
-    import re
-
+def test_the_allocator_settings_stay_off_because_the_bench_measured_their_memory_cost():
+    """bench/allocator.py: the MALLOC_* settings speed up long texts but raise peak RSS, and learners' laptops have
+    8-16 GB, so the Makefile does not export them; the day the bench shows no memory cost, this test says so."""
     root = BENCH.parent.parent.parent
-    exported = dict(re.findall(r"^export (MALLOC_\w+) := (\S+)$", (root / "Makefile").read_text(), re.M))
     measured = json.loads((root / "bench" / "results" / "allocator.json").read_text())
-    assert exported == measured["settings"] and len(exported) == 2
-    assert all(r > 1.0 for r in measured["ratio (exports / defaults)"].values())
+    peaks = measured["peak RSS MB"]
+    assert peaks["MALLOC_* exports"] > peaks["glibc defaults"]
+    assert "MALLOC_" not in (root / "Makefile").read_text()
 
 
 def test_the_merge_curve_scores_in_its_precision_and_leaves_the_callers_models_fp32(minilm, native):
