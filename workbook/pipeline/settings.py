@@ -129,7 +129,8 @@ class PipelineSettings:
 #: Settings that change no step's result (paths are covered by content hashes; the rest is used by other notebooks).
 UNHASHED = frozenset(
     {"root", "data_dir", "cache_dir", "artifacts_dir", "extra", "fast_chapters", "gate_metric", "gate_min_metric_delta",
-     "gate_min_win_rate", "gate_max_p95_latency_ms", "gate_max_latency_ratio", "gate_min_overlap", "generator_threads"}
+     "gate_min_win_rate", "gate_max_p95_latency_ms", "gate_max_latency_ratio", "gate_min_overlap", "generator_threads",
+     "curve_precision"}
 )  # fmt: skip
 
 #: Config fields a settings file may not set, and why.
