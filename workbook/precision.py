@@ -94,7 +94,7 @@ def set_precision(model, precision: str):
 
 
 def _parts(model) -> list:
-    """The model, and a CrossEncoder's inner transformers model."""
+    """The model, and a CrossEncoder's inner transformers model (whose stamp the score caches' keys read)."""
     inner = getattr(model, "model", None)
     return [model] + ([inner] if inner is not None and hasattr(inner, "state_dict") else [])
 

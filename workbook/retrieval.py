@@ -73,10 +73,12 @@ def model_fingerprint(model) -> str:
 _FINGERPRINT_ATTR = "_workbook_fingerprint"
 
 
-def _cache_key(model, texts: Iterable[str], precision: str = "fp32") -> str:
-    """A key of a model's weights, its inference precision and a sequence of texts, for the on-disk caches of
-    embeddings and scores (fp32 keys are those of the caches written before precisions existed)."""
+def _cache_key(model, texts: Iterable[str]) -> str:
+    """A key of a model's weights, its inference precision (the stamp :func:`workbook.precision.set_precision` left)
+    and a sequence of texts, for the on-disk caches of embeddings and scores (fp32 keys are those of the caches
+    written before precisions existed)."""
     digest = hashlib.sha1(model_fingerprint(model).encode())
+    precision = precision_of(model)
     if precision != "fp32":
         digest.update(f"precision={precision}".encode())
     for t in texts:
@@ -121,7 +123,7 @@ def encode_cached(
     """
     if cache_dir is None:
         return encode(model, texts, batch_size=batch_size, show_progress=show_progress)
-    key = _cache_key(model, texts, precision_of(model))
+    key = _cache_key(model, texts)
     path = Path(cache_dir) / f"emb-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -437,8 +439,7 @@ def _rerank(cross_encoder, ds: Dataset, queries: Mapping[str, str], candidates: 
         pairs += [(text, ds.doc_text(d)) for d in head]
     path = None
     if cache_dir is not None:
-        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair),
-                         precision_of(cross_encoder))
+        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair))
         path = Path(cache_dir) / f"rerank-{key}.npy"
     if path is not None and path.exists():
         scores = np.load(path)
