@@ -127,6 +127,8 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_null_one():
     table = results_with_ci([_result(a, "A"), _result(better, "B")], metrics=["recall@10"])
     assert table.loc["B", "recall@10 lo"] <= table.loc["B", "recall@10"] <= table.loc["B", "recall@10 hi"]
     assert "95% CI" in cmp.as_series().index
+    stacked = pd.DataFrame([cmp.as_series(), noise.as_series()])  # two different pairs: one block, no NaN
+    assert not stacked.isna().any().any() and list(stacked.index) == [f"recall@10: {cmp.b} - A", "recall@10: S - A"]
 
 
 def test_worst_queries_lists_lowest_first():

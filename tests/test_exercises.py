@@ -380,6 +380,10 @@ def test_both_sources():
     _fails_with_hint(
         ex.check_both_sources(-0.02, both, _run("mnrl-real-96-0d80cd607a", recall=0.6, scope="candidates"))
     )
+    _fails_with_hint(ex.check_both_sources(-0.02, both, _run("mnrl-real-96-0d80cd607a", recall=0.6, negatives=2)))
+    lookalike = _run("mnrl-real-both-96-0d80cd607a", recall=0.6)
+    lookalike.card["data"]["negatives"] = "both"  # the default model's negatives: the both run must use them too
+    _fails_with_hint(ex.check_both_sources(-0.02, both, lookalike))
 
 
 # ------------------------------------------------------------------------------------------------ 06
@@ -488,3 +492,43 @@ def test_capacity_plan():
     assert ex.check_capacity_plan({"machines": 55, "cost": 5.5}, job).passed  # ceil(10M / 184,320) = 55
     assert not ex.check_capacity_plan({"machines": 54, "cost": 5.4}, job).passed, "a part of a machine is one"
     assert not ex.check_capacity_plan({"machines": 55}, job).passed
+
+
+# ------------------------------------------------------------------------------------------------ answer cells
+
+
+def test_check_waits_for_an_answer_then_runs_the_exercise_check():
+    def never():
+        raise AssertionError("objects are read only once there is an answer")
+
+    waiting = ex.check("06.2", None, never)
+    assert not waiting and "no answer yet" in waiting.message and "ex.check_ci_width(answer, per_query)" in waiting.hint
+    values = pd.Series([0.0, 1.0] * 200, index=[f"q{i:03d}" for i in range(400)])
+    sd = np.std(values.iloc[:300], ddof=1)
+    right = {"width": 2 * 1.96 * sd / np.sqrt(300), "queries needed": int(np.ceil((1.96 * sd / 0.02) ** 2))}
+    assert ex.check("06.2", right, lambda: (values, 300)).passed
+    assert not ex.check("06.2", {**right, "width": 0.02}, lambda: (values, 300)).passed
+    with pytest.raises(KeyError):
+        ex.check("99.1", None)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "notebooks").glob("0[0-9]_*.ipynb")),
+                         ids=lambda p: p.stem[:2])
+def test_every_exercise_has_an_answer_cell_that_runs_its_check(path):
+    import json
+    import re
+
+    from workbook.nbrun import ANSWER_TAG
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cells = [c for c in nb["cells"] if ANSWER_TAG in c["metadata"].get("tags", [])]
+    found = {}
+    for cell in cells:
+        src = "".join(cell["source"])
+        (eid,) = re.findall(r'ex\.check\("(\d\d\.\d)", answer, lambda: \(', src)
+        assert re.search(r"^answer = None\b", src, re.M), src  # a stub that runs before the learner answers
+        found[eid] = cell
+    assert sorted(found) == sorted(ex.exercises_of(path.name)), path.name
+    for eid, cell in found.items():  # a committed output is the check's own "no answer yet" verdict
+        for out in cell["outputs"]:
+            assert "".join(out["data"]["text/plain"]) == str(ex.check(eid, None)), (path.name, eid)

@@ -156,6 +156,21 @@ def test_pick_rule_takes_the_least_confused_run_within_the_recall_slack():
         pick_lookalike_variant({"both": dev["both"]})  # the rule needs the mined run as its yardstick
 
 
+def test_final_training_uses_the_variant_picked_on_dev():
+    """The model notebooks 05-07 ship trains with the negatives the dev comparison picked (bench/lookalike.py)."""
+    import json
+    from pathlib import Path
+
+    from workbook.train import DEFAULT_RECIPE, final_training, get_recipe, get_variant
+
+    picked = json.loads((Path(__file__).parents[1] / "bench" / "results" / "lookalike.json").read_text())["picked"]
+    variant = get_variant(picked)
+    recipe, negatives = final_training(has_lookalikes=True)
+    assert negatives == variant.negatives and recipe.num_negatives == variant.recipe.num_negatives
+    assert recipe.loss == variant.recipe.loss  # the picked variant's loss is the default recipe's
+    assert final_training(has_lookalikes=False) == (get_recipe(DEFAULT_RECIPE), "mined")  # no groups: as before
+
+
 def test_lookalike_dev_metrics_on_a_pool_match_the_collapse_measures(minilm, tmp_path):
     from workbook.config import get_config
     from workbook.diagnose import sibling_confusion, sibling_map

@@ -168,6 +168,8 @@ def test_steps_did_the_real_work(run):
                ["external"])  # fmt: skip
     card = result(run.out, "05_finetune")["card"]
     assert card["data"]["rows"] == 16 and card["steps"] == 2 and card["recipe"]["batch_size"] == 8
+    # the dataset has lookalikes.jsonl: the final training's negatives and columns, as notebook 05 trains (dev pick)
+    assert neg["negatives"] == card["data"]["negatives"] == "both" and card["recipe"]["num_negatives"] == 2
     assert card["model_fingerprint"] != card["base_model_fingerprint"]
     model_path = Path(result(run.out, "05_finetune")["model_path"])
     assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"

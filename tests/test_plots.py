@@ -54,3 +54,31 @@ def test_every_chart_draws_a_method_in_its_colour():
 
     ax = metric_lines(pd.DataFrame({"base": [0.7, 0.8], "fine-tuned": [0.75, 0.86]}, index=[128, 384]))
     assert [_hex(line.get_color()) for line in ax.get_lines()] == [NAMES["base"], NAMES["fine-tuned"]]
+
+
+def test_training_curve_starts_at_the_score_before_training():
+    from workbook.plots import training_curves
+
+    history = [{"step": 10, "loss": 1.2}, {"step": 20, "loss": 0.8}, {"step": 20, "eval_dev_cosine_ndcg@10": 0.55}]
+    ax = training_curves(history, start=0.36, metric_label="dev nDCG@10")
+    right = next(a for a in ax.figure.axes if a is not ax)
+    steps, values = right.lines[0].get_data()
+    assert list(steps) == [0, 20] and list(values) == [0.36, 0.55]  # the gain from step 0 is on the chart
+    assert right.get_ylim()[0] == 0 and right.get_ylabel() == "dev nDCG@10"
+    assert any("0.360" in t.get_text() for t in right.texts)
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_batch_matrix_boxes_the_targets_and_the_duplicates():
+    import numpy as np
+
+    from workbook.plots import batch_matrix
+
+    sim = np.array([[0.9, 0.9, 0.2, 0.1], [0.9, 0.8, 0.3, 0.2]])  # both rows share one positive text
+    ax = batch_matrix(sim, ["q1", "q2"], ["p", "p", "n1", "n2"], flagged=[(0, 1), (1, 0)])
+    boxes = [(p.get_xy(), p.get_edgecolor()[:3]) for p in ax.patches]
+    green, red = mcolors.to_rgb("#2ca02c"), mcolors.to_rgb("#d62728")
+    assert sorted(xy for xy, c in boxes if np.allclose(c, green)) == [(-0.5, -0.5), (0.5, 0.5)]  # the diagonal
+    assert sorted(xy for xy, c in boxes if np.allclose(c, red)) == [(-0.5, 0.5), (0.5, -0.5)]
+    assert len(ax.texts) == sim.size  # every cell's value is printed
+    matplotlib.pyplot.close(ax.figure)

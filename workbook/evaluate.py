@@ -246,12 +246,12 @@ class PairedComparison:
         return self.ci_low > 0 or self.ci_high < 0
 
     def as_series(self) -> pd.Series:
-        """One row for a table."""
+        """One row for a table, named ``"<metric>: B - A"``; the columns are the same for every pair (A and B are
+        named by the row), so rows of different pairs stack into one table."""
         return pd.Series(
-            {"queries": self.queries, self.a: round(self.mean_a, 4), self.b: round(self.mean_b, 4),
+            {"queries": self.queries, "A": round(self.mean_a, 4), "B": round(self.mean_b, 4),
              "delta": round(self.delta, 4), "95% CI": f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}]",
-             "p-value": self.p_text, f"{self.b} better": self.b_better,
-             f"{self.a} better": self.a_better},
+             "p-value": self.p_text, "B better": self.b_better, "A better": self.a_better},
             name=f"{self.metric}: {self.b} - {self.a}",
         )  # fmt: skip
 

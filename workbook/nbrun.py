@@ -53,11 +53,17 @@ STAMP_KEY = "workbook"
 PENDING = "PENDING.json"
 
 
+#: The tag of an exercise's answer cell: it computes nothing until a learner answers (its output is the check's "no
+#: answer yet", a function of the exercise alone: ``tests/test_exercises.py`` compares it), so it is left out of the
+#: stamp's hash.
+ANSWER_TAG = "answer"
+
+
 def source_hash(nb: dict) -> str:
-    """Short SHA-256 of a notebook's code-cell sources, in order (markdown and outputs excluded)."""
+    """Short SHA-256 of a notebook's code-cell sources, in order (markdown, outputs and answer cells excluded)."""
     digest = hashlib.sha256()
     for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
+        if cell["cell_type"] == "code" and ANSWER_TAG not in cell.get("metadata", {}).get("tags", []):
             digest.update("".join(cell["source"]).encode() + b"\0")
     return digest.hexdigest()[:16]
 

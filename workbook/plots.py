@@ -260,12 +260,16 @@ def tradeoff_scatter(
     return ax
 
 
-def training_curves(history: list[dict], ax=None, metric: str = "eval_dev_cosine_ndcg@10", title: str = ""):
-    """Training loss (left axis) and a dev metric (right axis) against the optimiser step, from a trainer's log.
+def training_curves(history: list[dict], ax=None, metric: str = "eval_dev_cosine_ndcg@10", title: str = "",
+                    start: float | None = None, metric_label: str | None = None):
+    """Training loss (left axis) and a dev metric (right axis, from 0) against the optimiser step, from a trainer's log.
 
     Args:
         history: ``trainer.state.log_history`` (saved as ``log_history.json`` beside each fine-tuned model).
         metric: the logged evaluation key drawn on the right axis (skipped when never logged).
+        start: the metric before training, drawn at step 0 (e.g. the base model on the same dev pool); trainers log
+            no evaluation at step 0, so without it the curve starts after most of the gain.
+        metric_label: the right axis's label (default: the key without its ``eval_`` prefix).
 
     Returns:
         The left axes.
@@ -273,14 +277,24 @@ def training_curves(history: list[dict], ax=None, metric: str = "eval_dev_cosine
     ax = _axes(ax)
     loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h[metric]) for h in history if metric in h]
+    if start is not None:
+        evals = [(0, start), *evals]
     if loss:
         ax.plot(*zip(*loss, strict=True), color="#1f77b4", label="training loss")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss", color="#1f77b4")
+    ax.set_xlim(left=0)
     if evals:
         right = ax.twinx()
-        right.plot(*zip(*evals, strict=True), color="#d62728", marker="o", label=metric)
-        right.set_ylabel(metric.removeprefix("eval_"), color="#d62728")
+        steps, values = zip(*evals, strict=True)
+        right.plot(steps, values, color="#d62728", marker="o")
+        if start is not None:
+            right.annotate(f"before training: {start:.3f}", (0, start), textcoords="offset points", xytext=(8, -14),
+                           color="#d62728", fontsize="small")
+        right.annotate(f"{values[-1]:.3f}", (steps[-1], values[-1]), textcoords="offset points", xytext=(0, 8),
+                       ha="center", color="#d62728", fontsize="small")
+        right.set_ylim(0, min(1.0, max(values) * 1.25))
+        right.set_ylabel(metric_label or metric.removeprefix("eval_"), color="#d62728")
         right.grid(False)
     ax.set_title(title)
     return ax
@@ -474,4 +488,46 @@ def before_after_hist(samples, ax=None, title: str = "", xlabel: str = "", zero_
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.legend(frameon=False, fontsize="small", loc="best")
+    return ax
+
+
+def batch_matrix(sim, anchors, columns, ax=None, flagged=(), title: str = ""):
+    """A training batch as MultipleNegativesRankingLoss sees it: anchors (rows) against every text of the batch
+    (columns: the positives, then the hard negatives), cosine in each cell.
+
+    Row *i*'s softmax target is column *i* (boxed in green: the diagonal of the positives block); every other column
+    of the row is a negative for it.
+
+    Args:
+        sim: ``len(anchors) x len(columns)`` cosine similarities.
+        flagged: ``(row, column)`` cells boxed in red, e.g. another row's positive that is this row's own answer too
+            (a duplicate text in the batch: the loss pushes the anchor away from its right answer).
+
+    Returns:
+        The axes drawn on.
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    ax = _axes(ax)
+    sim = np.asarray(sim)
+    image = ax.imshow(sim, cmap="Blues", vmin=min(0.0, float(sim.min())), vmax=1.0, aspect="auto")
+    for (i, j), v in np.ndenumerate(sim):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else "black")
+    for i in range(len(anchors)):
+        ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#2ca02c", linewidth=2.5))
+    for i, j in flagged:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2.5))
+    ax.axvline(len(anchors) - 0.5, color="black", linewidth=1)
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(anchors)), [str(a) for a in anchors], fontsize=7)
+    ax.grid(False)
+    ax.set_xlabel("positives (left of the line) and hard negatives (right) of the batch")
+    ax.figure.colorbar(image, ax=ax, label="cosine", shrink=0.8)
+    handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor="#2ca02c", linewidth=2, label="the row's target"),
+               Rectangle((0, 0), 1, 1, fill=False, edgecolor="#d62728", linewidth=2,
+                         label="a duplicate: the row's own answer, scored as a negative")]
+    ax.legend(handles=handles[: 2 if len(flagged) else 1], loc="upper center", bbox_to_anchor=(0.5, -0.56), ncol=2,
+              fontsize="small", frameon=False)
+    ax.set_title(title)
     return ax

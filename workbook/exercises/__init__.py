@@ -104,6 +104,35 @@ EXERCISES: dict[str, Callable[..., CheckResult]] = {
 }
 
 
+def check(exercise: str, answer, objects: Callable[[], tuple] | None = None) -> CheckResult:
+    """Check ``answer`` to ``exercise`` ("05.1") with its check, once there is an answer.
+
+    The answer cells under each notebook's exercises call this: it runs before the learner has answered (``answer``
+    is ``None``: "no answer yet", and the check's signature as the hint), and ``objects`` is a function returning the
+    objects the check needs besides the answer, called only once there is an answer (so a cell that names objects
+    the learner has yet to build still runs).
+
+    Args:
+        exercise: an id of :data:`EXERCISES`.
+        answer: the learner's answer (``None``: not answered yet).
+        objects: ``lambda: (obj1, obj2, ...)``, the check's arguments after the answer, in order.
+    """
+    import inspect
+    import re
+
+    if exercise not in EXERCISES:
+        raise KeyError(f"unknown exercise {exercise!r}; known: {sorted(EXERCISES)}")
+    fn = EXERCISES[exercise]
+    if answer is None:
+        required = [n for n, p in inspect.signature(fn).parameters.items() if p.default is inspect.Parameter.empty]
+        params = ", ".join(required[1:])
+        summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split()).split(" — ", 1)[-1].replace("``", "`")
+        summary = re.sub(r":\w+:`", "`", summary)
+        return CheckResult(exercise, False, f"no answer yet ({summary})",
+                           f"set `answer`, then this cell calls ex.{fn.__name__}(answer, {params})")  # fmt: skip
+    return fn(answer, *(objects() if objects is not None else ()))
+
+
 def exercises_of(notebook: str) -> dict[str, Callable[..., CheckResult]]:
     """The checks of one notebook (``"01"`` or ``"01_diagnose_mismatch"``), by exercise id."""
     prefix = notebook[:2]
@@ -112,6 +141,7 @@ def exercises_of(notebook: str) -> dict[str, Callable[..., CheckResult]]:
 
 __all__ = [
     "ENCOUNTER_LETTERS",
+    "check",
     "EXERCISES",
     "CheckResult",
     "check_actor_ratio",

@@ -204,6 +204,17 @@ def check_both_sources(answer: Any, both, reference, metric: str = "recall@10") 
             'load_or_train(cfg, "mnrl", "both", max_rows=...) '
             'against load_or_train(cfg, "mnrl", "real", max_rows=...) with the same max_rows',
         )
+    same = {k: (_card(both).get("data", {}).get(k), _card(reference).get("data", {}).get(k)) for k in ("negatives",)}
+    same["recipe"] = tuple(_card(r).get("recipe", {}).get("num_negatives") for r in (both, reference))
+    differs = {k: v for k, v in same.items() if v[0] != v[1]}
+    if differs:
+        return _wrong(
+            ex,
+            "the runs differ in more than the data: "
+            + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differs.items()),
+            "train the both run with the default model's recipe and negatives: recipe, negatives = "
+            "final_training(True); load_or_train(cfg, recipe, 'both', ..., negatives=negatives)",
+        )
     if _budget(both) != _budget(reference):
         return _wrong(
             ex,

@@ -33,6 +33,8 @@ from workbook.synth import (
 from workbook.train import (
     CARD_FILE,
     DEFAULT_NEGATIVES,
+    DEFAULT_RECIPE,
+    final_training,
     get_recipe,
     load_or_train,
     synthetic_dataset,
@@ -200,7 +202,10 @@ def resolve_negatives(setting: str, has_lookalikes: bool) -> str:
 
 def _recipe(ctx: RunContext):
     st = ctx.settings
-    recipe = get_recipe(st.recipe)
+    if st.recipe == DEFAULT_RECIPE and st.negatives == "auto":  # the final training of notebook 05
+        recipe = final_training(bool(ctx.ds.extras.get("lookalikes")))[0]
+    else:
+        recipe = get_recipe(st.recipe)
     changes = {"batch_size": st.train_batch_size, "epochs": st.train_epochs, "learning_rate": st.learning_rate}
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes.get("batch_size") and recipe.loss != "cached-mnrl":

@@ -41,6 +41,7 @@ from workbook.train.cards import (  # noqa: F401
 )
 from workbook.train.devsets import (  # noqa: F401
     candidate_dev_metrics,
+    candidate_dev_results,
     dev_candidates,
     dev_evaluator,
     full_dev_metrics,
@@ -57,6 +58,7 @@ from workbook.train.lookalike import (  # noqa: F401
 )
 from workbook.train.recipes import (  # noqa: F401
     DEFAULT_NEGATIVES,
+    DEFAULT_NUM_NEGATIVES,
     DEFAULT_RECIPE,
     DEFAULT_SOURCE,
     LOSSES,
@@ -65,6 +67,7 @@ from workbook.train.recipes import (  # noqa: F401
     Recipe,
     _merge_lora,
     build_loss,
+    final_training,
     get_recipe,
     trainable_parameters,
 )

@@ -19,7 +19,7 @@ from workbook.files import atomic_write
 from workbook.models import load_model
 from workbook.retrieval import model_fingerprint
 from workbook.train.devsets import _dev_metrics, dev_evaluator
-from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, Recipe, get_recipe
+from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, Recipe, final_training, get_recipe
 from workbook.train.rows import data_hash, sample_rows, training_data_with_stats
 from workbook.train.run import TrainedModel, fine_tune
 
@@ -42,7 +42,7 @@ def run_dir(cfg: Config, recipe: Recipe, source: str, max_rows: int | None, key:
 
 def load_or_train(
     cfg: Config,
-    recipe: str | Recipe = DEFAULT_RECIPE,
+    recipe: str | Recipe | None = None,
     source: str = DEFAULT_SOURCE,
     max_rows: int | None | str = "auto",
     ds: Dataset | None = None,
@@ -51,7 +51,7 @@ def load_or_train(
     synthetic_pairs: Sequence[tuple[str, str]] | None = None,
     dev_split: str | None = "dev",
     dev_scope: str = "corpus",
-    negatives: str = "mined",
+    negatives: str | None = None,
 ) -> TrainedModel:
     """The fine-tuned model for (recipe, data source, rows): loaded when this exact run is saved, else trained.
 
@@ -61,7 +61,8 @@ def load_or_train(
 
     Args:
         cfg: the run config.
-        recipe: a name from :data:`RECIPES` or a :class:`Recipe`.
+        recipe: a name from :data:`RECIPES` or a :class:`Recipe`; ``None`` (with ``negatives=None``): the final
+            training, :func:`~workbook.train.recipes.final_training` (notebook 05's model).
         source: ``"real"``, ``"synthetic"`` or ``"both"``.
         max_rows: training rows (seeded sample); ``"auto"`` is ``cfg.train_max_rows`` (fast: small; full: all).
         ds: the case study (loaded when ``None``).
@@ -73,7 +74,8 @@ def load_or_train(
             :func:`candidate_dev_metrics`: cheaper, for comparing many runs). A saved run not yet scored in that scope
             is scored once and the scores are added to its card (``dev_scores``).
         negatives: where the negative columns come from: ``"mined"`` (notebook 03's set), ``"lookalike"`` (the
-            positive's curated lookalikes) or ``"both"`` (see :mod:`workbook.negatives.lookalike`).
+            positive's curated lookalikes) or ``"both"`` (see :mod:`workbook.negatives.lookalike`); ``None``: mined,
+            or the final training's when ``recipe`` is ``None`` too.
 
     Returns:
         The :class:`TrainedModel`; ``card`` holds base model, data hash, recipe, timings and full-corpus dev metrics.
@@ -82,8 +84,10 @@ def load_or_train(
 
     from workbook.icd10cm import load_icd10cm  # only when no dataset is given: the case study is the default
 
-    recipe = get_recipe(recipe)
     ds = ds or load_icd10cm(cfg)
+    if recipe is None and negatives is None:
+        recipe, negatives = final_training(bool(ds.extras.get("lookalikes")))
+    recipe, negatives = get_recipe(recipe or DEFAULT_RECIPE), negatives or "mined"
     base = base or load_model(cfg.base_model, cfg)
     rows = cfg.train_max_rows if max_rows == "auto" else max_rows
     data, mix = training_data_with_stats(cfg, ds, base, source, recipe.num_negatives, synthetic_pairs, negatives)

@@ -72,14 +72,22 @@ def candidate_dev_metrics(
     one footing (every run and the base scored on the same candidates). Absolute values are higher than over the whole
     corpus, because the distractors are fewer.
     """
+    res = candidate_dev_results(cfg, ds, model, split, base, docs)
+    return {k: round(float(v), 4) for k, v in res.summary().items()}
+
+
+def candidate_dev_results(cfg: Config, ds: Dataset, model, split: str = "dev", base=None,
+                          docs: Sequence[str] | None = None, name: str = "run"):
+    """:func:`candidate_dev_metrics` per query (a :class:`~workbook.evaluate.RetrievalResult` named ``name``), for
+    confidence intervals (:func:`workbook.evaluate.results_with_ci`) and paired comparisons between runs."""
     if docs is None:
         docs = dev_candidates(cfg, ds, base or load_model(cfg.base_model, cfg), split)
     doc_emb = encode_cached(model, [ds.doc_text(d) for d in docs], cfg.cache_dir / "embeddings", show_progress=False)
     query_ids = sorted(ds.qrels[split])
     q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
     ranked = DenseIndex(doc_emb, docs).ranked(query_ids, q_emb, cfg.top_k)
-    res = evaluate_ranking(ranked, ds.qrels[split], ["recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"])
-    return {k: round(float(v), 4) for k, v in res.summary().items()}
+    return evaluate_ranking(ranked, ds.qrels[split], ["recall@1", "recall@10", "recall@100", "mrr@10", "ndcg@10"],
+                            name=name)
 
 
 def _dev_metrics(cfg: Config, ds: Dataset, model, split: str, scope: str, base) -> tuple[dict[str, float], str]:

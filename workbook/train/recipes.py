@@ -124,9 +124,24 @@ RECIPES = {
 #: The recipe and data source notebook 05 picks from the full-mode comparison on dev (see its table).
 DEFAULT_RECIPE = "mnrl"
 DEFAULT_SOURCE = "real"
-#: Where the default training rows' negatives come from, when the dataset has lookalike groups (notebook 05 section 7
-#: and ``bench/lookalike.py`` pick it on dev; without groups, mined negatives).
-DEFAULT_NEGATIVES = "mined"
+#: Where the final training rows' negatives come from when the dataset has lookalike groups, and how many columns:
+#: the variant notebook 05 section 7 and ``bench/lookalike.py`` pick on dev by a rule fixed before the runs ("both":
+#: the positive's hardest sibling and a mined negative per row; ``tests/test_lookalike.py`` checks it against
+#: ``bench/results/lookalike.json``). Without groups: :data:`DEFAULT_RECIPE` with mined negatives.
+DEFAULT_NEGATIVES = "both"
+DEFAULT_NUM_NEGATIVES = 2
+
+
+def final_training(has_lookalikes: bool) -> tuple[Recipe, str]:
+    """The final training's recipe and source of negatives (the model notebooks 05-07 and ``workbook casestudy``
+    evaluate and ship): :data:`DEFAULT_RECIPE`, with :data:`DEFAULT_NEGATIVES` in :data:`DEFAULT_NUM_NEGATIVES`
+    columns when the dataset has lookalike groups, else with its mined negatives."""
+    from dataclasses import replace
+
+    recipe = get_recipe(DEFAULT_RECIPE)
+    if not has_lookalikes:
+        return recipe, "mined"
+    return replace(recipe, num_negatives=DEFAULT_NUM_NEGATIVES), DEFAULT_NEGATIVES
 
 
 def get_recipe(recipe: str | Recipe) -> Recipe:
