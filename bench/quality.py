@@ -63,6 +63,9 @@ def case_study(results_dir: Path) -> dict | None:
     look = results_dir / "lookalike_test.json"  # notebook 06's collapse table: the tuned model on test
     if look.is_file():
         out["lookalike_test"] = json.loads(look.read_text())
+    groups = results_dir / "lookalike_groups_test.json"  # per drawn group: separation before and after tuning
+    if groups.is_file():
+        out["lookalike_groups_test"] = json.loads(groups.read_text())
     return out
 
 

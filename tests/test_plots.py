@@ -25,6 +25,7 @@ NAMES = {
     "hybrid fine-tuned+BM25": "#17becf",
     "tuned + BM25 hybrid": "#17becf",
     "dense mpnet": "#7f7f7f",
+    "hybrid mpnet+BM25": "#e377c2",  # not the MiniLM hybrid's purple: notebook 02 draws both
 }
 
 

@@ -188,6 +188,18 @@ def test_same_seed_gives_identical_weights_and_losses(tmp_path, minilm):
     assert losses[0] and losses[0] == losses[1]
 
 
+@pytest.mark.parametrize("show_progress", [False, True])
+def test_training_logs_go_to_the_history_not_to_the_output(tmp_path, minilm, capsys, show_progress):
+    """Committed outputs show results, not machinery: no raw log dict is printed (the curve reads the history)."""
+    cfg = get_config(artifacts_dir=tmp_path)
+    recipe = Recipe(name="quiet", batch_size=4)
+    done = fine_tune(cfg, minilm, rows(), tmp_path / "quiet", recipe, eval_steps=2, max_steps=2,
+                     show_progress=show_progress)  # fmt: skip
+    printed = capsys.readouterr()
+    assert "{'loss'" not in printed.out + printed.err and "train_runtime" not in printed.out + printed.err
+    assert any("loss" in h for h in done.history)
+
+
 def test_losses_for_hard_negatives(minilm):
     from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
 

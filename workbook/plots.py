@@ -33,6 +33,7 @@ METHOD_COLOURS: list[tuple[tuple[str, ...], str]] = [
     (("hybrid", "tuned"), "#17becf"),  # hybrid of the fine-tuned model and BM25: cyan
     (("rerank",), "#8c564b"),  # cross-encoder reranker (of the hybrid's top k): brown
     (("merged",), "#bcbd22"),  # base<->tuned interpolation: olive
+    (("hybrid", "mpnet"), "#e377c2"),  # hybrid of the bigger comparator and BM25: pink
     (("hybrid",), "#9467bd"),  # hybrid of the base model and BM25: purple
     (("rrf",), "#9467bd"),
     (("tuned",), "#2ca02c"),  # the fine-tuned model: green

@@ -83,6 +83,23 @@ def planned_steps(rows: int, recipe: Recipe, max_steps: int = -1) -> int:
     return max_steps if max_steps > 0 else math.ceil(math.ceil(rows / recipe.batch_size) * recipe.epochs)
 
 
+def _quiet_logs(trainer) -> None:
+    """Keep the trainer's logs in ``state.log_history`` (the card's curve) without printing each as a raw dict: the
+    progress bar stays when shown, the printer callback goes (transformers prints logs through either)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _Bar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    for cb in list(trainer.callback_handler.callbacks):
+        if type(cb) is PrinterCallback:
+            trainer.remove_callback(cb)
+        elif type(cb) is ProgressCallback:
+            trainer.remove_callback(cb)
+            trainer.add_callback(_Bar())
+
+
 def fine_tune(
     cfg: Config,
     base,
@@ -143,6 +160,7 @@ def fine_tune(
         evaluator=evaluator,
         callbacks=list(callbacks),
     )
+    _quiet_logs(trainer)
     resume = any(ckpt_dir.glob("checkpoint-*"))
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     if recipe.lora:
