@@ -114,7 +114,7 @@ def bar_counts(
         ncols=min(4, len(frame.columns)),
         fontsize="small",
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.08),
+        bbox_to_anchor=(0.5, -0.08 if counts is None else -0.16),  # below the "n=" line of the tick labels
     )
     return ax
 
