@@ -395,9 +395,13 @@ def test_impossible_source_is_refused_before_any_step(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_dataset_without_train_split_trains_on_synthetic_queries(tmp_path):
-    """No train split: queries are generated for a corpus sample (always), and the model trains on them only."""
+    """No train split: queries are generated for a corpus sample (always), in the style of the team's example
+    questions (examples.jsonl), and the model trains on them only."""
     full = load_dataset(make_tiny_dataset(tmp_path / "src"))
     folder = save_dataset(subset(full, splits=["dev", "test"]), tmp_path / "data")
+    examples = [{"text": "bp way too high for years, no known cause", "doc_id": "I10"},
+                {"text": "crushing chest pain last week, heart attack?"}, {"text": "heart skipping beats"}]  # fmt: skip
+    (folder / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     settings = tmp_path / "s.toml"
     settings.write_text(
         SETTINGS.replace('synthetic = "always"', "").replace("synthetic_docs = 3", "synthetic_docs = 40")
@@ -406,9 +410,14 @@ def test_dataset_without_train_split_trains_on_synthetic_queries(tmp_path):
     rc, log = run_cli(["run", str(folder), "--out", str(out), "--fast", "--config", str(settings)], out)
     assert rc == 0, log
     syn = result(out, "03_synthetic")
-    assert syn["status"] == "generated" and syn["template"] == "generic-zero-shot" and syn["pairs"] > 0
+    assert syn["status"] == "generated" and syn["template"] == "generic-examples" and syn["pairs"] > 0
+    assert syn["examples"] == {"examples": 3, "with_doc": 1}
+    template = json.loads((out / "03_synthetic" / "template.json").read_text())
+    assert [s["doc_id"] for s in template["shots"]] == ["I10"] and len(template["style"]) == 2
+    candidates = [json.loads(line) for line in (out / "03_synthetic" / "candidates.jsonl").open()]
+    assert "I10" not in {c["source_doc"] for c in candidates}, "an example's document is not generated for"
     assert result(out, "04_negatives")["source"] == "synthetic"
-    assert (out / "report.md").is_file()
+    assert "example questions (`examples.jsonl`, 1 of them with their document)" in (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ no dev split

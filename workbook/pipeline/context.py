@@ -18,6 +18,7 @@ from workbook.pipeline.devsplit import carve_dev_split
 from workbook.pipeline.settings import PipelineSettings
 from workbook.pipeline.store import RESULT
 from workbook.retrieval import BM25Index
+from workbook.synth.examples import EXAMPLES_FILE, load_examples
 
 
 class PipelineError(RuntimeError):
@@ -59,7 +60,8 @@ class RunContext:
 
     @property
     def ds(self) -> Dataset:
-        """The dataset (validated on first use; ``extras["lookalikes"]`` from ``lookalikes.jsonl`` when present)."""
+        """The dataset (validated on first use; ``extras["lookalikes"]`` from ``lookalikes.jsonl`` and
+        ``extras["examples"]`` from ``examples.jsonl`` when present)."""
         if "ds" not in self._cache:
             if self.casestudy:
                 ds = load_icd10cm(self.cfg)
@@ -69,6 +71,9 @@ class RunContext:
                     ds.extras["lookalikes"] = _checked_lookalikes(load_lookalikes, self.dataset_dir, ds)
             st = self.settings
             self._cache["dev"] = carve_dev_split(ds, self.cfg.seed, st.dev_share, st.dev_min_queries)
+            if not self.casestudy and (self.dataset_dir / EXAMPLES_FILE).is_file():
+                # after the dev split is carved: an example may not repeat a dev query either
+                ds.extras["examples"] = load_examples(self.dataset_dir / EXAMPLES_FILE, ds)
             self._cache["ds"] = ds
         return self._cache["ds"]
 

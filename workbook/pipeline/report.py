@@ -209,6 +209,10 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
                 "not asked": "No synthetic queries (the dataset has a train split; set synthetic = \"always\" to "
                              "add them).",
                 "unavailable": f"The case study's synthetic set is not built: {syn.get('why', '')}"}  # fmt: skip
+    style = syn.get("examples") or {}
+    if syn["status"] == "generated" and style.get("examples"):
+        syn_text["generated"] += (f" The prompt's style came from the team's {style['examples']} example questions "
+                                  f"(`examples.jsonl`, {style['with_doc']} of them with their document).")
     b.append(Block("p", "**Synthetic queries.** " + syn_text.get(syn["status"], syn["status"])))
     if syn.get("filter_report"):
         report = pd.DataFrame(syn["filter_report"]).set_index("filter")

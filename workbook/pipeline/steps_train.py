@@ -53,27 +53,38 @@ def _cut(text: str, words: int) -> str:
 
 
 def generic_template(ds: Dataset, n_shots: int, seed: int, passage_words: int):
-    """A prompt for any corpus: passage -> search queries, with real train queries as few-shot examples.
+    """A prompt for any corpus: passage -> search queries, in the style of the team's examples or real queries.
 
-    Shots are a seeded sample of docs judged relevant to train queries (up to 3 of their queries shown each); a
-    dataset without a train split gets the instruction alone (zero-shot).
+    With the dataset's ``examples.jsonl`` (``ds.extras["examples"]``), the examples set the style: those naming their
+    document become shots (a seeded sample of ``n_shots`` documents, up to 3 questions each), the others a list of
+    questions people ask. Without it, shots are a seeded sample of docs judged relevant to train queries; a dataset
+    with neither gets the instruction alone (zero-shot).
     """
+    examples = ds.extras.get("examples") or []
     per_doc: dict[str, list[str]] = {}
-    for qid in sorted(ds.qrels.get("train", {})):
-        for doc, score in sorted(ds.qrels["train"][qid].items()):
-            if score > 0 and ds.queries[qid].strip():
-                per_doc.setdefault(doc, []).append(ds.queries[qid].strip())
+    if examples:
+        for ex in examples:
+            if ex.doc_id is not None:
+                per_doc.setdefault(ex.doc_id, []).append(ex.text)
+    else:
+        for qid in sorted(ds.qrels.get("train", {})):
+            for doc, score in sorted(ds.qrels["train"][qid].items()):
+                if score > 0 and ds.queries[qid].strip():
+                    per_doc.setdefault(doc, []).append(ds.queries[qid].strip())
     docs = sorted(per_doc)
     picked = sorted(random.Random(seed).sample(docs, min(n_shots, len(docs))))
     shots = tuple(
         Shot(d, _cut(ds.doc_text(d), passage_words), tuple(sorted(per_doc[d])[:QUERIES_PER_DOC])) for d in picked
     )
+    style = tuple(ex.text for ex in examples if ex.doc_id is None)
+    name = "generic-examples" if examples else "generic-few-shot" if shots else "generic-zero-shot"
     return PromptTemplate(
-        "generic-few-shot" if shots else "generic-zero-shot",
+        name,
         GENERIC_INSTRUCTION.format(n=QUERIES_PER_DOC),
         shots,
         item_label="Passage",
         list_label="Search queries",
+        style=style,
     )
 
 
@@ -126,6 +137,7 @@ def step_synthetic(ctx: RunContext, out: Path) -> dict:
         write_json(out / "pairs.json", [])
         return {"status": "not asked", "pairs": 0, "docs": 0}
     ds = ctx.ds
+    examples = ds.extras.get("examples") or [] if st.synthetic_prompt == "generic" else []  # the prompt's style
     if st.synthetic_prompt == "icd10cm":
         template = synth.few_shot_template(ds, n_shots=st.synthetic_shots, seed=cfg.seed)
 
@@ -164,6 +176,7 @@ def step_synthetic(ctx: RunContext, out: Path) -> dict:
         "status": "generated",
         "generator": generator.name,
         "template": template.name,
+        "examples": synth.examples_summary(examples),
         "docs": len(docs),
         "candidates": len(filtered),
         "pairs": len(pairs),

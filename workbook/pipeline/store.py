@@ -41,7 +41,7 @@ def frame_from_json(obj: Mapping) -> pd.DataFrame:
 def dataset_files(folder: str | Path) -> dict[str, str]:
     """SHA-256 of each file of a BEIR-layout folder that the pipeline reads (sorted relative paths)."""
     folder = Path(folder)
-    names = ["corpus.jsonl", "queries.jsonl", "lookalikes.jsonl"]
+    names = ["corpus.jsonl", "queries.jsonl", "lookalikes.jsonl", "examples.jsonl"]
     files = [folder / n for n in names if (folder / n).is_file()]
     files += sorted((folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
     return {str(f.relative_to(folder)): file_sha256(f) for f in sorted(files)}

@@ -28,6 +28,8 @@ One module per part, all re-exported here (each imports only the ones listed bef
 - ``prompts``: :class:`PromptTemplate` and :class:`Shot`, :func:`parse_queries`, :data:`QUERIES_PER_DOC`
 - ``lookalike``: :class:`LookalikeCheck` (the lookalike filter) and :func:`attribute_mismatch` (its measure)
 - ``filters``: :class:`FilterSettings`, the filters and :func:`apply_filters`, :class:`RoundTrip`, the report
+- ``examples``: a team's example questions (``examples.jsonl``, :func:`load_examples`): the prompt's style when
+  there are no query logs, checked never to be an evaluation query
 - ``generators``: :class:`Generator`, :class:`LocalGenerator` (with :func:`gemma_path`), :class:`OpenAIGenerator`
 - ``cache``: :class:`GenerationCache`, :class:`CacheError`
 - ``generation``: :func:`generate_queries` (seeded per document, resumable) and :func:`generate` (no cache)
@@ -58,6 +60,7 @@ from workbook.synth.casestudy import (
     zero_shot_template,
 )
 from workbook.synth.cli import main
+from workbook.synth.examples import EXAMPLES_FILE, Example, examples_summary, load_examples
 from workbook.synth.filters import (
     FILTERS,
     FilterSettings,
@@ -92,6 +95,10 @@ __all__ = [
     "CASE_STUDY_FOCUS_DOCS",
     "CASE_STUDY_OTHER_DOCS",
     "ENV_API_KEY",
+    "EXAMPLES_FILE",
+    "Example",
+    "examples_summary",
+    "load_examples",
     "ENV_BASE_URL",
     "ENV_MODEL",
     "FILTERS",

@@ -35,9 +35,10 @@ class Shot:
 class PromptTemplate:
     """A prompt for a completion (base) model or a chat model, rendered per document.
 
-    The completion form is ``instruction``, then each shot as ``Diagnosis: ...`` / ``Other names:`` / ``- query``
-    lines, then the document, ending with ``-`` so the model continues the list. The chat form asks the same with
-    the shots as earlier user/assistant turns.
+    The completion form is ``instruction``, then the ``style`` examples (questions users wrote, for no document in
+    particular) as a list, then each shot as ``Diagnosis: ...`` / ``Other names:`` / ``- query`` lines, then the
+    document, ending with ``-`` so the model continues the list. The chat form asks the same with the style list in
+    the system turn and the shots as earlier user/assistant turns.
     """
 
     name: str
@@ -45,17 +46,27 @@ class PromptTemplate:
     shots: tuple[Shot, ...] = ()
     item_label: str = "Diagnosis"
     list_label: str = "Other names"
+    style: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        """A JSON-ready form (what the cache's registry stores)."""
-        return asdict(self)
+        """A JSON-ready form (what the cache's registry stores; ``style`` only when there is one, so the hashes of
+        templates without one are what they were before it existed)."""
+        d = asdict(self)
+        if not self.style:
+            d.pop("style")
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> PromptTemplate:
         """Inverse of :meth:`to_dict`."""
         shots = tuple(Shot(s["doc_id"], s["passage"], tuple(s["queries"])) for s in d.get("shots", ()))
         labels = d.get("item_label", "Diagnosis"), d.get("list_label", "Other names")
-        return cls(d["name"], d["instruction"], shots, *labels)
+        return cls(d["name"], d["instruction"], shots, *labels, style=tuple(d.get("style", ())))
+
+    def _style(self) -> str:
+        if not self.style:
+            return ""
+        return "Questions people have asked (about other passages):\n" + "".join(f"- {q}\n" for q in self.style)
 
     @property
     def hash(self) -> str:
@@ -73,6 +84,8 @@ class PromptTemplate:
     def render(self, passage: str) -> str:
         """The completion prompt for one passage (ends with ``"-"``: the model writes the first query)."""
         parts = [self.instruction.strip() + "\n\n"]
+        if self.style:
+            parts.append(self._style() + "\n")
         for shot in self.shots:
             parts.append(self._block(shot.passage) + "".join(f"- {q}\n" for q in shot.queries) + "\n")
         parts.append(self._block(passage) + "-")
@@ -80,7 +93,8 @@ class PromptTemplate:
 
     def messages(self, passage: str) -> list[dict]:
         """The chat form: instruction as the system turn, each shot as a user/assistant exchange."""
-        msgs = [{"role": "system", "content": self.instruction.strip()}]
+        system = "\n\n".join(filter(None, [self.instruction.strip(), self._style().strip()]))
+        msgs = [{"role": "system", "content": system}]
         for shot in self.shots:
             msgs.append({"role": "user", "content": self._block(shot.passage).strip()})
             msgs.append({"role": "assistant", "content": "\n".join(f"- {q}" for q in shot.queries)})
