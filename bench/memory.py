@@ -95,7 +95,8 @@ def table(result: dict) -> str:
         lines.append("")
     nbs = result.get("notebooks")
     if nbs:
-        lines += [f"Notebooks, {nbs['mode']} mode (from `{nbs['source']}`, {nbs['finished']}):", "",
+        machine = f"; {nbs['machine']}" if nbs.get("machine") else ""
+        lines += [f"Notebooks, {nbs['mode']} mode (from `{nbs['source']}`, {nbs['finished']}{machine}):", "",
                   "| notebook | peak RSS (GiB) | minutes |", "|---|---:|---:|"]  # fmt: skip
         lines += [f"| {r['notebook']} | {r['peak_rss_mb'] / 1024:.2f} | {r['seconds'] / 60:.1f} |"
                   for r in nbs["notebooks"] if r["peak_rss_mb"] is not None]  # fmt: skip
@@ -124,7 +125,8 @@ def main() -> None:
         peak = max((s["peak_rss_mb"] for s in steps or [] if s["peak_rss_mb"] is not None), default=None)
         runs[args.corpus] = {"corpus": f"{args.corpus} ({docs:,} docs)", "machine": args.machine, **proc,
                              "process_peak_rss_mb": peak, "steps": steps}  # fmt: skip
-    result["notebooks"] = notebooks_of(ROOT / "runs" / "casestudy-full" / "notebooks.json")
+    nbs = notebooks_of(ROOT / "runs" / "casestudy-full" / "notebooks.json")
+    result["notebooks"] = nbs and {**nbs, "machine": args.machine}
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 

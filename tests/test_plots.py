@@ -83,3 +83,35 @@ def test_batch_matrix_boxes_the_targets_and_the_duplicates():
     assert sorted(xy for xy, c in boxes if np.allclose(c, red)) == [(-0.5, 0.5), (0.5, -0.5)]
     assert len(ax.texts) == sim.size  # every cell's value is printed
     matplotlib.pyplot.close(ax.figure)
+
+
+def test_points_on_one_spot_share_one_label_and_the_chosen_one_says_so():
+    from workbook.plots import tradeoff_scatter
+
+    frame = pd.DataFrame({"empty %": [0.0, 0.0, 32.4, 0.0], "fn %": [0.002, 0.0, 0.0, 0.0]},
+                         index=["no filter", "window 3-50", "absolute margin 0", "window 10-60"])  # fmt: skip
+    ax = tradeoff_scatter(frame, "empty %", "fn %", highlight="window 10-60", note="y in percent")
+    labels = {t.get_text(): t.get_color() for t in ax.texts}
+    # "window 3-50" and "window 10-60" sit on one point: one label, never two printed over each other
+    assert labels.get("window 10-60 (chosen) = window 3-50") == "#d62728"
+    assert not any(t == "window 3-50" or t == "window 10-60" for t in labels) and "y in percent" in labels
+    assert ax.get_legend() is None  # no legend marker that could pass for a data point
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_overlaid_histograms_are_outlines_and_bars_can_carry_their_values():
+    import numpy as np
+
+    from workbook.plots import hist_compare
+
+    rng = np.random.default_rng(0)
+    ax = hist_compare({"real": rng.normal(size=50), "synthetic": rng.normal(1, size=50)}, bins=10)
+    kinds = [p for p in ax.patches if p.get_fill()]
+    assert not kinds, "several samples are drawn as outlines, so overlaps do not blend into a third colour"
+    assert len({_hex(p.get_edgecolor()) for p in ax.patches}) == 2
+    matplotlib.pyplot.close(ax.figure)
+
+    frame = pd.DataFrame({"train": [41.2, 4.3], "dev": [27.8, float("nan")]}, index=["% colloquial", "% abbrev"])
+    ax = bar_counts(frame, fmt="{:.0f}")
+    assert sorted(t.get_text() for t in ax.texts) == ["", "28", "4", "41"]  # a missing bar gets no label
+    matplotlib.pyplot.close(ax.figure)

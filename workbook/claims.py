@@ -53,10 +53,6 @@ ALLOWED: dict[str, dict[str, str]] = {
         "3.11": "the Python version set-up needs",
         "1.25": "a teaching block's length (hours), not a measurement",
     },
-    "notebooks/README.md": {
-        "6.5": "notebook 04's approximate full-mode wall time from an earlier run; the per-notebook times are "
-        "re-measured by `workbook notebooks` (runs/casestudy-full/notebooks.json) in the next full regeneration",
-    },
     "notebooks/07_deploy.ipynb": {
         "909": "fast-mode corpus size, a property of the build (tests/test_icd10cm.py checks it)",
         "1.20": "qdrant-client version",

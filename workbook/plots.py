@@ -16,7 +16,13 @@ from workbook.plotstyle import (  # noqa: F401  (re-exported: notebooks and the 
 
 
 def bar_counts(
-    frame: pd.DataFrame, ax=None, title: str = "", ylabel: str = "queries", log: bool = False, counts=None
+    frame: pd.DataFrame,
+    ax=None,
+    title: str = "",
+    ylabel: str = "queries",
+    log: bool = False,
+    counts=None,
+    fmt: str | None = None,
 ):
     """Grouped bars: one group per row of ``frame`` (e.g. split), one bar per column (e.g. slice).
 
@@ -24,12 +30,17 @@ def bar_counts(
 
     Args:
         counts: queries behind each row (a mapping by row label), printed under its tick label as ``n=...``.
+        fmt: a format for each bar's value printed on top of it (e.g. ``"{:.0f}%"``); ``None`` prints none.
 
     Returns:
         The axes drawn on.
     """
     ax = _axes(ax)
     frame.plot.bar(ax=ax, rot=0, logy=log, width=0.8, color=method_colours(frame.columns))
+    if fmt is not None:
+        for bars, column in zip(ax.containers, frame.columns, strict=True):  # one container per column
+            labels = ["" if pd.isna(v) else fmt.format(v) for v in frame[column]]  # no bar, no label
+            ax.bar_label(bars, labels=labels, fontsize="x-small", padding=1)
     if counts is not None:
         ax.set_xticks(range(len(frame)), [f"{i}\nn={int(counts[i]):,}" for i in frame.index])
     ax.set_title(title)
@@ -54,7 +65,7 @@ def hist_compare(
     vline: float | None = None,
     range_: tuple[float, float] | None = None,
 ):
-    """Overlaid density histograms, one per named sample (e.g. sibling vs random pair cosines), with their means.
+    """Overlaid density histograms, one per named sample (e.g. sibling vs random pair cosines), means dotted.
 
     Args:
         samples: label -> 1-D values.
@@ -69,16 +80,21 @@ def hist_compare(
     ax = _axes(ax)
     values = {k: np.asarray(v, dtype=float) for k, v in samples.items()}
     lo_hi = range_ or (min(v.min() for v in values.values()), max(v.max() for v in values.values()))
-    for label, v in values.items():
+    colours = method_colours(values) or [f"C{i}" for i in range(len(values))]
+    for (label, v), colour in zip(values.items(), colours, strict=True):
+        # One sample is filled; several are outlines in their own colour, so overlaps never blend into a new colour.
+        one = len(values) == 1
         ax.hist(
-            v, bins=bins, range=lo_hi, density=True, alpha=0.45, label=f"{label} (mean {v.mean():.2f}, n={v.size:,})"
-        )
+            v, bins=bins, range=lo_hi, density=True, color=colour, histtype="stepfilled" if one else "step",
+            alpha=0.6 if one else 1.0, linewidth=1.8, label=f"{label} (mean {v.mean():.2f}, n={v.size:,})",
+        )  # fmt: skip
+        ax.axvline(float(v.mean()), color=colour, linestyle=":", linewidth=1.2)
     if vline is not None:
         ax.axvline(vline, color="black", linestyle="--", linewidth=1)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
-    ax.legend(frameon=False, fontsize="small", loc="upper left")
+    ax.legend(frameon=False, fontsize="small", loc="best")
     return ax
 
 
@@ -154,32 +170,46 @@ def tradeoff_scatter(
     title: str = "",
     xlabel: str = "",
     ylabel: str = "",
+    note: str = "",
 ):
     """One labelled point per row of ``frame`` (e.g. mining settings): ``x`` against ``y``, ``highlight`` ringed.
+
+    Rows that land on the same point share one label ("a = b"), so labels never overprint; the highlighted row's
+    label says "chosen" in the ring's colour (no legend entry that could pass for data).
+
+    Args:
+        note: a line printed in the top-left corner (e.g. what the axis scale means).
 
     Returns:
         The axes drawn on.
     """
     ax = _axes(ax)
     ax.scatter(frame[x], frame[y], s=60, color="#1f77b4", zorder=3)
+    points: dict[tuple[float, float], list[str]] = {}
+    for name, row in frame.iterrows():
+        points.setdefault((round(float(row[x]), 9), round(float(row[y]), 12)), []).append(str(name))
     if highlight is not None and highlight in frame.index:
         ax.scatter(
             [frame.loc[highlight, x]], [frame.loc[highlight, y]], s=260, facecolors="none", edgecolors="#d62728",
-            linewidths=2, zorder=4, label=f"chosen: {highlight}",
+            linewidths=2, zorder=4,
         )  # fmt: skip
-        ax.legend(frameon=False, fontsize="small", loc="best", markerscale=0.4)
     x_hi = max(float(frame[x].max()), 1e-9)
     y_hi = max(float(frame[y].max()), 1e-9)
     placed: list[tuple[float, float]] = []
-    for name, row in frame.iterrows():
+    for (px, py), names in points.items():
         # Labels of points close on the page (labels run a quarter of the width) are stacked above and below in turn.
-        near = sum(abs(row[x] - px) < 0.25 * x_hi and abs(row[y] - py) < 0.05 * y_hi for px, py in placed)
-        placed.append((row[x], row[y]))
+        near = sum(abs(px - qx) < 0.25 * x_hi and abs(py - qy) < 0.05 * y_hi for qx, qy in placed)
+        placed.append((px, py))
+        chosen = highlight in names
+        names = sorted(names, key=lambda n: n != highlight)  # the chosen one first
+        label = " = ".join(f"{n} (chosen)" if n == highlight else n for n in names)
         ax.annotate(
-            str(name), (row[x], row[y]), xytext=(8, (6, -12, 18, -24)[near % 4]), textcoords="offset points",
-            fontsize="small",
+            label, (px, py), xytext=(10, (6, -12, 18, -24)[near % 4]), textcoords="offset points", fontsize="small",
+            color="#d62728" if chosen else "black", fontweight="bold" if chosen else "normal",
         )  # fmt: skip
-    ax.set_xlim(-0.05 * x_hi, 1.45 * x_hi)
+    if note:
+        ax.text(0.01, 0.98, note, transform=ax.transAxes, va="top", fontsize="small", color="#555555")
+    ax.set_xlim(-0.05 * x_hi, 1.6 * x_hi)
     ax.set_ylim(-0.1 * y_hi, 1.3 * y_hi)
     ax.set_title(title)
     ax.set_xlabel(xlabel or x)
