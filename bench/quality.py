@@ -88,6 +88,10 @@ def lookalike(path: Path) -> dict | None:
         "base": pick(base.get("dev", {})),
         "runs": {name: pick(run["dev"]) for name, run in res.get("runs", {}).items()},
         "picked": res.get("picked"),
+        "full_budget": {name: {"rows": run["rows"], "steps": run["steps"],
+                               **{k: run["dev_whole_corpus"][k] for k in ("recall@10", "ndcg@10", "mrr@10")},
+                               **pick(run.get("dev_lookalike_whole_corpus", {}))}
+                        for name, run in res.get("full_budget", {}).items()},  # fmt: skip
     }
 
 

@@ -156,6 +156,15 @@ def md_lookalike(quality: dict | None) -> str:
         lines.append(f"| {name} | {m['recall@10']:.3f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} | "
                      f"{m['sibling pair cosine (mean)']:.3f} |")  # fmt: skip
+    for name, m in (look.get("full_budget") or {}).items():
+        lines += ["", f"Full budget, {name} negatives only ({m['rows']:,} rows, {m['steps']} steps; "
+                  "`bench/lookalike.py --full-budget`), dev over the whole corpus: "
+                  f"Recall@10 {m['recall@10']:.4f}, nDCG@10 {m['ndcg@10']:.4f}, MRR@10 {m['mrr@10']:.4f}"]
+        if "sibling confusion@10" in m:
+            lo, hi = m["sibling confusion@10 CI"]
+            lines[-1] += (f", sibling confusion@10 {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}], gold below a "
+                          f"sibling {m['gold below a sibling']:.3f}")
+        lines[-1] += ". The final training on the pick, with every row, is notebook 05's model (README, dev table)."
     return "\n".join(lines)
 
 
