@@ -106,7 +106,9 @@ class Dataset:
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _read_jsonl(path: Path, kind: str, problems: list[Problem]) -> list[tuple[int, dict]]:
+def read_jsonl_objects(path: Path, problems: list[Problem], not_object: str) -> list[tuple[int, dict]]:
+    """The (line number, object) of each non-blank line of a JSON Lines file, collecting every bad line in ``problems``
+    (named by file and line: not JSON, or not an object, with the ``not_object`` message) instead of stopping."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -118,7 +120,7 @@ def _read_jsonl(path: Path, kind: str, problems: list[Problem]) -> list[tuple[in
                 problems.append(Problem(path.name, lineno, None, f"not valid JSON ({exc.msg})"))
                 continue
             if not isinstance(obj, dict):
-                problems.append(Problem(path.name, lineno, None, f"each {kind} line must be a JSON object"))
+                problems.append(Problem(path.name, lineno, None, not_object))
                 continue
             rows.append((lineno, obj))
     return rows
@@ -157,7 +159,7 @@ def _check_text(obj: dict, key: str, fname: str, lineno: int, problems: list[Pro
 def _load_corpus(path: Path, problems: list[Problem]) -> dict[str, dict]:
     corpus: dict[str, dict] = {}
     seen: dict[str, int] = {}
-    for lineno, obj in _read_jsonl(path, "corpus", problems):
+    for lineno, obj in read_jsonl_objects(path, problems, "each corpus line must be a JSON object"):
         ident = _check_id(obj, path.name, lineno, seen, problems)
         text = _check_text(obj, "text", path.name, lineno, problems, required=True)
         title = _check_text(obj, "title", path.name, lineno, problems, required=False)
@@ -172,7 +174,7 @@ def _load_queries(path: Path, problems: list[Problem]) -> tuple[dict[str, str], 
     queries: dict[str, str] = {}
     meta: dict[str, dict] = {}
     seen: dict[str, int] = {}
-    for lineno, obj in _read_jsonl(path, "query", problems):
+    for lineno, obj in read_jsonl_objects(path, problems, "each query line must be a JSON object"):
         ident = _check_id(obj, path.name, lineno, seen, problems)
         text = _check_text(obj, "text", path.name, lineno, problems, required=True)
         if ident is not None:

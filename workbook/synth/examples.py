@@ -14,12 +14,11 @@ and the query it repeats.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbook.data import Dataset, DatasetError, Problem, equivalence_key
+from workbook.data import Dataset, DatasetError, Problem, equivalence_key, read_jsonl_objects
 from workbook.synth.filters import eval_query_keys
 
 #: The file's name in a BEIR-layout dataset folder.
@@ -56,31 +55,21 @@ def load_examples(path: str | Path, ds: Dataset) -> list[Example]:
     split_of = {qid: s for s in reversed(eval_splits) for qid in ds.qrels[s]}
     problems: list[Problem] = []
     examples: list[Example] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(name, lineno, None, f"not valid JSON ({exc.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                problems.append(Problem(name, lineno, None, 'each line must be a JSON object like {"text": "..."}'))
-                continue
-            text, doc_id = obj.get("text"), obj.get("doc_id")
-            if not isinstance(text, str) or not text.strip():
-                problems.append(Problem(name, lineno, "text", "a non-empty string is required"))
-                continue
-            if doc_id is not None and (not isinstance(doc_id, str) or doc_id not in ds.corpus):
-                problems.append(Problem(name, lineno, "doc_id", f"{doc_id!r} is not a document of the corpus"))
-                continue
-            hit = held_out.get(equivalence_key(text))
-            if hit is not None:
-                why = f"the wording of {split_of[hit]} query {hit!r}: evaluation queries never go into a prompt"
-                problems.append(Problem(name, lineno, "text", why + " (write another example)"))
-                continue
-            examples.append(Example(text.strip(), doc_id, lineno))
+    not_object = 'each line must be a JSON object like {"text": "..."}'
+    for lineno, obj in read_jsonl_objects(path, problems, not_object):
+        text, doc_id = obj.get("text"), obj.get("doc_id")
+        if not isinstance(text, str) or not text.strip():
+            problems.append(Problem(name, lineno, "text", "a non-empty string is required"))
+            continue
+        if doc_id is not None and (not isinstance(doc_id, str) or doc_id not in ds.corpus):
+            problems.append(Problem(name, lineno, "doc_id", f"{doc_id!r} is not a document of the corpus"))
+            continue
+        hit = held_out.get(equivalence_key(text))
+        if hit is not None:
+            why = f"the wording of {split_of[hit]} query {hit!r}: evaluation queries never go into a prompt"
+            problems.append(Problem(name, lineno, "text", why + " (write another example)"))
+            continue
+        examples.append(Example(text.strip(), doc_id, lineno))
     if not examples and not problems:
         problems.append(Problem(name, None, None, "no example: remove the file or add one question per line"))
     if problems:
