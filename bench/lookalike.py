@@ -47,8 +47,9 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="a smoke run on the fast-mode case study (--out needed)")
     parser.add_argument("--out", type=Path, default=OUT, help="the results file")
     parser.add_argument("--full-budget", action="store_true",
-                        help="train (or load) DEFAULT_RECIPE on every row with mined negatives only, the final "
-                        "training's alternative, and record its dev metrics over the whole corpus")  # fmt: skip
+                        help="confirm the screen's pick at the full budget: train (or load) it and DEFAULT_RECIPE with "
+                        "mined negatives only on every row, and compare them on dev over the whole corpus, query by "
+                        "query")  # fmt: skip
     args = parser.parse_args()
     if args.fast and args.out == OUT:
         parser.error("--fast writes elsewhere: give --out")
@@ -128,35 +129,53 @@ def main() -> None:
 
 
 def full_budget(cfg, args) -> None:
-    """The final training's alternative at the full budget: DEFAULT_RECIPE on every training row with mined negatives
-    only, scored on dev over the whole corpus (its card's metrics), kept beside the 3,000-row runs as
-    ``full_budget.mined``. The final training itself (sibling + mined negative) is notebook 05's model."""
+    """The screen's pick confirmed at the full budget, on dev over the whole corpus (the final training's choice).
+
+    ``full_budget.mined``: DEFAULT_RECIPE on every training row with mined negatives only; ``full_budget.<pick>``:
+    the 3,000-row screen's pick (``picked``) on every row (:func:`workbook.train.full_budget_candidate`). Each gets
+    its card's metrics and the collapse numbers; ``full_budget.paired`` compares them query by query, and
+    ``full_budget.picked`` applies the same pick rule to the two (:func:`workbook.train.full_budget_comparison`, as
+    notebook 05 section 7). ``workbook.train.final_training`` must name that pick (``tests/test_lookalike.py``)."""
     from workbook.files import atomic_write
     from workbook.icd10cm import load_icd10cm
-    from workbook.train import DEFAULT_RECIPE, load_or_train
-    from workbook.train.lookalike import lookalike_dev_metrics
+    from workbook.train import (
+        DEFAULT_RECIPE,
+        full_budget_candidate,
+        full_budget_challenger,
+        full_budget_comparison,
+        load_or_train,
+    )
 
     out = args.out
     result = json.loads(out.read_text()) if out.is_file() else {}
-    t = time.perf_counter()
+    if not result.get("runs") or "mined" not in result["runs"]:
+        raise SystemExit(f"{out}: no screen runs; run the 3,000-row comparison first")
+    screen = full_budget_challenger({name: run["dev"] for name, run in result["runs"].items()})
     ds = load_icd10cm(cfg)
-    run = load_or_train(cfg, DEFAULT_RECIPE, "real", ds=ds, negatives="mined", show_progress=False)
-    card = run.card
-    result.setdefault("full_budget", {})["mined"] = {
-        "negatives": "mined",
-        "model": card["name"],
-        "rows": card["data"]["rows"],
-        "steps": card["steps"],
-        "negative_columns": card["recipe"]["num_negatives"],
-        "train_seconds": card["train_seconds"],
-        "dev_whole_corpus": card["dev_metrics"],
-        # the collapse numbers over the whole corpus, as the base model's "dev_whole_corpus" above
-        "dev_lookalike_whole_corpus": lookalike_dev_metrics(cfg, ds, run.model),
-        "machine": args.machine,
-        "seconds": round(time.perf_counter() - t, 1),
-    }
+    recipe, negatives = full_budget_candidate(screen)
+    runs = {"mined": load_or_train(cfg, DEFAULT_RECIPE, "real", ds=ds, negatives="mined", show_progress=False),
+            screen: load_or_train(cfg, recipe, "real", ds=ds, negatives=negatives, show_progress=False)}  # fmt: skip
+    t = time.perf_counter()
+    compared = full_budget_comparison(cfg, ds, runs)
+    budget = {}
+    for name, run in runs.items():
+        card = run.card
+        budget[name] = {
+            "negatives": card["data"].get("negatives", name),
+            "model": card["name"],
+            "rows": card["data"]["rows"],
+            "steps": card["steps"],
+            "negative_columns": card["recipe"]["num_negatives"],
+            "train_seconds": card["train_seconds"],
+            "dev_whole_corpus": card["dev_metrics"],
+            # the collapse numbers over the whole corpus, as the base model's "dev_whole_corpus" above
+            "dev_lookalike_whole_corpus": compared[name],
+        }
+    budget |= {k: compared[k] for k in ("paired", "pick_rule", "picked")}
+    budget |= {"screen_pick": screen, "machine": args.machine, "seconds": round(time.perf_counter() - t, 1)}
+    result["full_budget"] = budget
     atomic_write(out, json.dumps(result, indent=2) + "\n")
-    print("full budget, mined only:", result["full_budget"]["mined"], flush=True)
+    print("full budget:", json.dumps({k: budget[k] for k in ("paired", "picked")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def lookalike(path: Path) -> dict | None:
     keys = ("recall@10", "sibling confusion@10", "sibling confusion@10 CI", "gold below a sibling",
             "margin gold - best sibling (median)", "sibling pair cosine (mean)")  # fmt: skip
     pick = lambda m: {k: m[k] for k in keys if k in m}  # noqa: E731
-    base = res.get("base", {})
+    base, full = res.get("base", {}), res.get("full_budget", {})
     return {
         "source": str(path.relative_to(ROOT)),
         "split": res.get("split"),
@@ -91,7 +91,10 @@ def lookalike(path: Path) -> dict | None:
         "full_budget": {name: {"rows": run["rows"], "steps": run["steps"],
                                **{k: run["dev_whole_corpus"][k] for k in ("recall@10", "ndcg@10", "mrr@10")},
                                **pick(run.get("dev_lookalike_whole_corpus", {}))}
-                        for name, run in res.get("full_budget", {}).items()},  # fmt: skip
+                        for name, run in full.items() if isinstance(run, dict) and "rows" in run},  # fmt: skip
+        # the confirmation at the full budget: the screen's pick minus mined, per dev query, and the rule's pick
+        "full_budget_paired": full.get("paired"),
+        "full_budget_picked": full.get("picked"),
     }
 
 

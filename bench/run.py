@@ -144,8 +144,9 @@ def md_lookalike(quality: dict | None) -> str:
         return "_not measured yet_ (run `bench/lookalike.py`)"
     cand = look.get("candidates") or {}
     lines = [f"Dev split, {look['rows']:,} training rows per run, ranked over {cand.get('docs', 0):,} candidate docs "
-             f"({cand.get('what', '')}); the base model over the whole corpus for scale. Picked by the rule fixed "
-             f"before the runs: **{look.get('picked') or 'not yet'}**{_missing_runs(look)}. Sibling-pair cosine: every "
+             f"({cand.get('what', '')}); the base model over the whole corpus for scale. The screen's pick by the rule "
+             f"fixed before the runs: **{look.get('picked') or 'not yet'}**{_missing_runs(look)}, confirmed or not at "
+             "the full budget below. Sibling-pair cosine: every "
              "group on the whole corpus, the groups wholly inside the pool otherwise.", "",
              "| model | Recall@10 | sibling confusion@10 (95% CI) | gold below a sibling | median margin | "
              "sibling-pair cosine |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -156,15 +157,23 @@ def md_lookalike(quality: dict | None) -> str:
         lines.append(f"| {name} | {m['recall@10']:.3f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} | "
                      f"{m['sibling pair cosine (mean)']:.3f} |")  # fmt: skip
-    for name, m in (look.get("full_budget") or {}).items():
-        lines += ["", f"Full budget, {name} negatives only ({m['rows']:,} rows, {m['steps']} steps; "
-                  "`bench/lookalike.py --full-budget`), dev over the whole corpus: "
-                  f"Recall@10 {m['recall@10']:.4f}, nDCG@10 {m['ndcg@10']:.4f}, MRR@10 {m['mrr@10']:.4f}"]
-        if "sibling confusion@10" in m:
-            lo, hi = m["sibling confusion@10 CI"]
-            lines[-1] += (f", sibling confusion@10 {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}], gold below a "
-                          f"sibling {m['gold below a sibling']:.3f}")
-        lines[-1] += ". The final training on the pick, with every row, is notebook 05's model (README, dev table)."
+    full = look.get("full_budget") or {}
+    if full:
+        lines += ["", "Confirmed at the full budget (`bench/lookalike.py --full-budget`; every training row, dev "
+                  "over the whole corpus):", "",
+                  "| full budget | rows | steps | Recall@10 | nDCG@10 | MRR@10 | sibling confusion@10 (95% CI) | "
+                  "gold below a sibling |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, m in full.items():
+            lo, hi = m.get("sibling confusion@10 CI", (float("nan"), float("nan")))
+            lines.append(f"| {name} negatives | {m['rows']:,} | {m['steps']} | {m['recall@10']:.4f} | "
+                         f"{m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m.get('sibling confusion@10', float('nan')):.3f} "
+                         f"[{lo:.3f}, {hi:.3f}] | {m.get('gold below a sibling', float('nan')):.3f} |")  # fmt: skip
+    paired = look.get("full_budget_paired")
+    if paired:
+        parts = [f"{metric} {p['delta']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], p = {p['p_value']:.3f} "
+                 f"({p['queries']:,} queries)" for metric, p in paired.items() if isinstance(p, dict)]  # fmt: skip
+        lines += ["", f"Paired, {paired['what']}: " + "; ".join(parts) + ". The same rule picks "
+                  f"**{look.get('full_budget_picked')}**: the final training (`workbook.train.final_training`)."]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ queries.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -323,6 +324,33 @@ def test_promotion_gate_is_an_improvement_gate():
     assert better.passed and better.checks.loc["win rate > 0.5 (ties excluded)", "value"] == 0.75
     # a threshold equal to the measured value is not exceeded
     assert not dp.promotion_gate(_equal_or_better_report(better=True), cfg.replace(gate_min_win_rate=0.75), "v2")
+
+
+def _latency_report(old_ms, new_ms) -> dp.ShadowReport:
+    """:func:`_equal_or_better_report` (a better candidate) with these per-query timings."""
+    r = _equal_or_better_report(better=True)
+    return dataclasses.replace(r, latency_ms=pd.DataFrame({"old": old_ms, "new": new_ms}))
+
+
+def test_the_latency_check_reads_the_paired_ci_not_one_spike():
+    cfg = get_config(fast=True)
+    row = "p95 latency ratio <= 1.5 (95% CI low end)"
+    rng = np.random.default_rng(0)
+    base = rng.uniform(9.0, 11.0, 200)
+    # a candidate twice as slow on every query: measurably slower, refused
+    slow = _latency_report(base, 2 * base)
+    lo, hi = slow.latency_ratio_ci(seed=cfg.seed)
+    assert 1.8 < lo <= hi < 2.2
+    decision = dp.promotion_gate(slow, cfg, "v2")
+    assert not decision.passed and not decision.checks.loc[row, "passed"] and decision.checks.loc[row, "value"] > 1.5
+    # the same speed, but load hit the candidate's side on a few queries: its p95 ratio alone reads > 1.5
+    spiky = base.copy()
+    spiky[rng.choice(200, 12, replace=False)] *= 4
+    noisy = _latency_report(base, spiky)
+    assert noisy.summary()["latency p95 ratio"] > 1.5  # the point estimate alone would refuse it
+    assert noisy.latency_ratio_ci(seed=cfg.seed)[0] <= 1.5
+    assert dp.promotion_gate(noisy, cfg, "v2").passed  # the CI reaches the limit: not shown to be slower
+    assert noisy.latency_ratio_ci(seed=cfg.seed) == noisy.latency_ratio_ci(seed=cfg.seed)  # seeded
 
 
 def test_gate_passes_and_fails_on_config_thresholds(shadow, cfg):

@@ -22,6 +22,7 @@ from workbook.data import load_dataset, save_dataset, subset
 from workbook.evaluate import evaluate_ranking
 from workbook.icd10cm import load_icd10cm
 from workbook.retrieval import rrf
+from workbook.train import final_training
 
 STEP_NAMES = [s.name for s in pipeline.STEPS]
 #: Tiny budgets: 3 documents generated, 16 training rows in batches of 8 (2 steps), a small SciFact subset.
@@ -168,8 +169,10 @@ def test_steps_did_the_real_work(run):
                ["external"])  # fmt: skip
     card = result(run.out, "05_finetune")["card"]
     assert card["data"]["rows"] == 16 and card["steps"] == 2 and card["recipe"]["batch_size"] == 8
-    # the dataset has lookalikes.jsonl: the final training's negatives and columns, as notebook 05 trains (dev pick)
-    assert neg["negatives"] == card["data"]["negatives"] == "both" and card["recipe"]["num_negatives"] == 2
+    # the dataset has lookalikes.jsonl: the final training's negatives and columns, as notebook 05 trains (its pick)
+    recipe, negatives = final_training(has_lookalikes=True)
+    assert neg["negatives"] == card["data"]["negatives"] == negatives
+    assert card["recipe"]["num_negatives"] == recipe.num_negatives
     assert card["model_fingerprint"] != card["base_model_fingerprint"]
     model_path = Path(result(run.out, "05_finetune")["model_path"])
     assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"

@@ -161,3 +161,15 @@ def test_the_line_that_says_a_node_is_up_is_still_rays():
     from workbook.deploy.ray_job import _NODE_UP
 
     assert _NODE_UP in inspect.getsource(ray_scripts)
+
+
+def test_the_logger_that_warns_progress_bars_are_off_is_still_rays():
+    """`connect` quietens Ray Data's one "Progress bars disabled" warning by its logger's name (an internal module):
+    if Ray moves it, this fails here instead of the warning coming back into notebook 08's committed output."""
+    import importlib
+    import inspect
+
+    from workbook.deploy.ray_job import RAY_PROGRESS_LOGGER
+
+    module = importlib.import_module(RAY_PROGRESS_LOGGER)
+    assert module.logger.name == RAY_PROGRESS_LOGGER and "Progress bars disabled" in inspect.getsource(module)

@@ -72,6 +72,11 @@ class _Encoder:
                 "pid": np.full(len(vectors), os.getpid())}  # fmt: skip
 
 
+#: Ray Data's internal logger that warns, once per process, that progress bars are off (we turn them off on purpose:
+#: the driver shows its own). An internal name: ``tests/test_scale.py`` fails when it moves.
+RAY_PROGRESS_LOGGER = "ray.data._internal.progress"
+
+
 def connect(address: str | None = None) -> dict:
     """Connect this process to Ray (``address``: a cluster's ``host:port``; ``None``: the running one, if any, or a
     new local one), with the workers' environment. Returns the cluster's resources (CPU, GPU counts)."""
@@ -80,6 +85,7 @@ def connect(address: str | None = None) -> dict:
     import ray.data  # configures its loggers on import: quieten them after
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one INFO line per plan and dataset otherwise
+    logging.getLogger(RAY_PROGRESS_LOGGER).setLevel(logging.ERROR)  # "Progress bars disabled": we turn them off
     if not ray.is_initialized():
         ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False,
                  include_dashboard=False, configure_logging=False)  # fmt: skip

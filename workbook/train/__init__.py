@@ -51,7 +51,11 @@ from workbook.train.devsets import (  # noqa: F401
 from workbook.train.lookalike import (  # noqa: F401
     LOOKALIKE_VARIANTS,
     PICK_RULE,
+    RECALL_SLACK,
     Variant,
+    full_budget_candidate,
+    full_budget_challenger,
+    full_budget_comparison,
     get_variant,
     lookalike_dev_metrics,
     pick_lookalike_variant,

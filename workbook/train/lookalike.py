@@ -104,9 +104,74 @@ def pick_lookalike_variant(dev: dict[str, dict]) -> str:
     return min(ok, key=lambda n: (ok[n]["sibling confusion@10"], -ok[n]["recall@10"]))
 
 
+def full_budget_challenger(dev: dict[str, dict]) -> str:
+    """The run the full-budget confirmation sets against ``mined``: the screen's pick (:func:`pick_lookalike_variant`),
+    or, when the screen keeps mined negatives, the run with the lowest sibling confusion (the strongest case for
+    lookalike negatives), so the confirmation always tests one."""
+    picked = pick_lookalike_variant(dev)
+    if picked != "mined":
+        return picked
+    return min((n for n in dev if n != "mined"), key=lambda n: (dev[n]["sibling confusion@10"], -dev[n]["recall@10"]))
+
+
 def get_variant(name: str) -> Variant:
     """A :data:`LOOKALIKE_VARIANTS` entry by name."""
     for v in LOOKALIKE_VARIANTS:
         if v.name == name:
             return v
     raise KeyError(f"unknown variant {name!r}; known: {[v.name for v in LOOKALIKE_VARIANTS]}")
+
+
+def full_budget_candidate(picked: str) -> tuple[Recipe, str]:
+    """The screen's pick as a full-budget training: :data:`~workbook.train.recipes.DEFAULT_RECIPE` with the picked
+    variant's loss, negative columns and source of negatives (``"both"``: the earlier final training's recipe).
+
+    Returns:
+        ``(recipe, negatives)`` for :func:`~workbook.train.load_or_train` on every training row.
+    """
+    from dataclasses import replace
+
+    from workbook.train.recipes import DEFAULT_RECIPE, get_recipe
+
+    v = get_variant(picked)
+    return replace(get_recipe(DEFAULT_RECIPE), loss=v.recipe.loss, num_negatives=v.recipe.num_negatives), v.negatives
+
+
+def full_budget_comparison(cfg: Config, ds: Dataset, runs: dict) -> dict:
+    """Confirm the screen's pick at the full budget: each run's dev metrics over the whole corpus, the pair compared
+    query by query on the same dev queries, and :data:`PICK_RULE` applied to the two.
+
+    Args:
+        runs: ``{"mined": <TrainedRun>, <screen's pick>: <TrainedRun>}``, both trained on every training row.
+
+    Returns:
+        ``{name: lookalike_dev_metrics(...)}`` for each run, ``"paired"`` (the pick minus mined, per dev query: mean
+        difference, 95% bootstrap CI, permutation p-value and query count for Recall@10, nDCG@10 and the per-query
+        sibling confusion@10, on the queries that have a sibling), ``"pick_rule"`` and ``"picked"``.
+    """
+    from workbook.diagnose import sibling_confusion, sibling_map
+    from workbook.evaluate import RetrievalResult, evaluate_ranking, paired_comparison
+    from workbook.retrieval import dense_ranking
+
+    if "mined" not in runs or len(runs) != 2:
+        raise ValueError(f"full_budget_comparison needs 'mined' and one other run, got {sorted(runs)}")
+    other = next(n for n in runs if n != "mined")
+    siblings = sibling_map(ds.extras["lookalikes"])
+    out, per_query = {}, {}
+    for name, run in runs.items():
+        ranked = dense_ranking(run.model, ds, "dev", k=cfg.top_k, cache_dir=cfg.cache_dir / "embeddings",
+                               show_progress=False)  # fmt: skip
+        res = evaluate_ranking(ranked, ds.qrels["dev"], ["recall@10", "ndcg@10"], name=name)
+        confused = sibling_confusion(ranked, ds.qrels["dev"], siblings, k=10)["confused"].astype(float)
+        per_query[name] = {"recall@10": res, "ndcg@10": res,
+                           "sibling confusion@10": RetrievalResult(name, confused.to_frame("sibling confusion@10"))}
+        out[name] = lookalike_dev_metrics(cfg, ds, run.model)
+    paired = {"what": f"{other} minus mined, per dev query (whole corpus): paired bootstrap CI, permutation p-value"}
+    for metric in ("recall@10", "ndcg@10", "sibling confusion@10"):
+        c = paired_comparison(per_query["mined"][metric], per_query[other][metric], metric, seed=cfg.seed)
+        paired[metric] = {"delta": round(c.delta, 4), "ci": [round(c.ci_low, 4), round(c.ci_high, 4)],
+                          "p_value": round(c.p_value, 4), "queries": c.queries}  # fmt: skip
+    out["paired"] = paired
+    out["pick_rule"] = PICK_RULE
+    out["picked"] = pick_lookalike_variant({n: out[n] for n in runs})
+    return out
