@@ -43,6 +43,25 @@ RECALL_SLACK = 0.01
 PICK_RULE = f"lowest dev sibling confusion@10 among runs with dev Recall@10 >= mined's - {RECALL_SLACK}"
 
 
+def _dev_per_query(cfg: Config, ds: Dataset, model, split: str, docs: Sequence[str] | None):
+    """``model`` on ``split`` query by query: Recall@10 and nDCG@10 per query, the per-query sibling confusion@10 and
+    gold-minus-best-sibling margin (queries with a sibling), and the ranked docs' embeddings and ids."""
+    from workbook.diagnose import sibling_confusion, sibling_map, sibling_margins
+    from workbook.evaluate import evaluate_ranking
+    from workbook.retrieval import DenseIndex, encode, encode_cached
+
+    doc_ids = ds.doc_ids() if docs is None else list(docs)
+    doc_emb = encode_cached(model, [ds.doc_text(d) for d in doc_ids], cfg.cache_dir / "embeddings", show_progress=False)
+    query_ids = sorted(ds.qrels[split])
+    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
+    ranked = DenseIndex(doc_emb, doc_ids).ranked(query_ids, q_emb, cfg.top_k)
+    per_query = evaluate_ranking(ranked, ds.qrels[split], ["recall@10", "ndcg@10"]).per_query
+    siblings = sibling_map(ds.extras["lookalikes"])
+    confused = sibling_confusion(ranked, ds.qrels[split], siblings, k=10)["confused"]
+    margins = sibling_margins(q_emb, query_ids, doc_emb, doc_ids, ds.qrels[split], siblings)["margin"]
+    return per_query, confused, margins, doc_emb, doc_ids
+
+
 def lookalike_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", docs: Sequence[str] | None = None,
                           seed_pairs: int = 20_000) -> dict:
     """Metrics of ``model`` on ``split`` with 95% bootstrap CIs, and the lookalike-collapse numbers.
@@ -58,26 +77,16 @@ def lookalike_dev_metrics(cfg: Config, ds: Dataset, model, split: str = "dev", d
         whose gold code scores below its best sibling, the median margin, the mean sibling-pair cosine (groups whose
         codes are all ranked), and counts.
     """
-    from workbook.diagnose import (
-        random_pair_cosines,
-        sibling_confusion,
-        sibling_map,
-        sibling_margins,
-        sibling_pair_cosines,
-    )
-    from workbook.evaluate import bootstrap_ci, evaluate_ranking
-    from workbook.retrieval import DenseIndex, encode, encode_cached
+    return _summarise(cfg, ds, _dev_per_query(cfg, ds, model, split, docs), seed_pairs)
 
-    doc_ids = ds.doc_ids() if docs is None else list(docs)
-    doc_emb = encode_cached(model, [ds.doc_text(d) for d in doc_ids], cfg.cache_dir / "embeddings", show_progress=False)
-    query_ids = sorted(ds.qrels[split])
-    q_emb = encode(model, [ds.queries[q] for q in query_ids], show_progress=False)
-    ranked = DenseIndex(doc_emb, doc_ids).ranked(query_ids, q_emb, cfg.top_k)
-    per_query = evaluate_ranking(ranked, ds.qrels[split], ["recall@10", "ndcg@10"]).per_query
+
+def _summarise(cfg: Config, ds: Dataset, parts: tuple, seed_pairs: int = 20_000) -> dict:
+    """:func:`lookalike_dev_metrics` from :func:`_dev_per_query`'s per-query values."""
+    from workbook.diagnose import random_pair_cosines, sibling_pair_cosines
+    from workbook.evaluate import bootstrap_ci
+
+    per_query, confused, margins, doc_emb, doc_ids = parts
     groups = ds.extras["lookalikes"]
-    siblings = sibling_map(groups)
-    confused = sibling_confusion(ranked, ds.qrels[split], siblings, k=10)["confused"]
-    margins = sibling_margins(q_emb, query_ids, doc_emb, doc_ids, ds.qrels[split], siblings)["margin"]
     ranked_docs = set(doc_ids)
     inside = [g for g in groups if set(g["codes"]) <= ranked_docs]
     pairs = sibling_pair_cosines(doc_emb, doc_ids, inside)["cosine"]
@@ -149,23 +158,17 @@ def full_budget_comparison(cfg: Config, ds: Dataset, runs: dict) -> dict:
         difference, 95% bootstrap CI, permutation p-value and query count for Recall@10, nDCG@10 and the per-query
         sibling confusion@10, on the queries that have a sibling), ``"pick_rule"`` and ``"picked"``.
     """
-    from workbook.diagnose import sibling_confusion, sibling_map
-    from workbook.evaluate import RetrievalResult, evaluate_ranking, paired_comparison
-    from workbook.retrieval import dense_ranking
+    from workbook.evaluate import RetrievalResult, paired_comparison
 
     if "mined" not in runs or len(runs) != 2:
         raise ValueError(f"full_budget_comparison needs 'mined' and one other run, got {sorted(runs)}")
     other = next(n for n in runs if n != "mined")
-    siblings = sibling_map(ds.extras["lookalikes"])
     out, per_query = {}, {}
     for name, run in runs.items():
-        ranked = dense_ranking(run.model, ds, "dev", k=cfg.top_k, cache_dir=cfg.cache_dir / "embeddings",
-                               show_progress=False)  # fmt: skip
-        res = evaluate_ranking(ranked, ds.qrels["dev"], ["recall@10", "ndcg@10"], name=name)
-        confused = sibling_confusion(ranked, ds.qrels["dev"], siblings, k=10)["confused"].astype(float)
-        per_query[name] = {"recall@10": res, "ndcg@10": res,
-                           "sibling confusion@10": RetrievalResult(name, confused.to_frame("sibling confusion@10"))}
-        out[name] = lookalike_dev_metrics(cfg, ds, run.model)
+        parts = _dev_per_query(cfg, ds, run.model, "dev", None)  # one encode and ranking per model
+        res, confused = RetrievalResult(name, parts[0]), parts[1].astype(float).to_frame("sibling confusion@10")
+        per_query[name] = {"recall@10": res, "ndcg@10": res, "sibling confusion@10": RetrievalResult(name, confused)}
+        out[name] = _summarise(cfg, ds, parts)
     paired = {"what": f"{other} minus mined, per dev query (whole corpus): paired bootstrap CI, permutation p-value"}
     for metric in ("recall@10", "ndcg@10", "sibling confusion@10"):
         c = paired_comparison(per_query["mined"][metric], per_query[other][metric], metric, seed=cfg.seed)
