@@ -95,6 +95,9 @@ def lookalike(path: Path) -> dict | None:
         # the confirmation at the full budget: the screen's pick minus mined, per dev query, and the rule's pick
         "full_budget_paired": full.get("paired"),
         "full_budget_picked": full.get("picked"),
+        # issue 20's targets, read on test once for the shipped model (``bench/lookalike.py --test``)
+        "test": {k: res["test"][k] for k in ("final_model", "negatives", "docs ranked", "targets")}
+        | {name: pick(res["test"][name]) for name in ("base", "final")} if "test" in res else None,
     }
 
 
