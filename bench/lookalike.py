@@ -200,26 +200,25 @@ def test_targets(cfg, args) -> None:
     from workbook.files import atomic_write
     from workbook.icd10cm import load_icd10cm
     from workbook.models import load_model
-    from workbook.train import final_training, load_or_train
+    from workbook.train import load_or_train
     from workbook.train.lookalike import lookalike_dev_metrics
 
     out = args.out
     result = json.loads(out.read_text()) if out.is_file() else {}
     ds = load_icd10cm(cfg)
-    recipe, negatives = final_training(bool(ds.extras.get("lookalikes")))
-    final = load_or_train(cfg, recipe, "real", ds=ds, negatives=negatives, show_progress=False)
+    final = load_or_train(cfg, ds=ds, show_progress=False)  # no recipe: the final training (final_training)
     t = time.perf_counter()
     models = {"base": load_model(cfg.base_model, cfg), "final": final.model}
     measured = {name: lookalike_dev_metrics(cfg, ds, model, split="test") for name, model in models.items()}
     targets = {}
     for metric, (op, goal) in TEST_TARGETS.items():
-        value, (lo, hi) = measured["final"][metric], measured["final"].get(f"{metric} CI", [None, None])
+        value, (lo, hi) = measured["final"][metric], measured["final"][f"{metric} CI"]
         met = value <= goal if op == "<=" else value >= goal
-        decided = None if lo is None else (hi <= goal or lo > goal) if op == "<=" else (lo >= goal or hi < goal)
+        decided = (hi <= goal or lo > goal) if op == "<=" else (lo >= goal or hi < goal)
         targets[metric] = {"goal": f"{op} {goal}", "measured": value, "ci": [lo, hi], "met": met, "decided": decided}
     result["test"] = {"split": "test", "docs ranked": len(ds.corpus), "final_model": final.card["name"],
-                      "negatives": negatives, **measured, "targets": targets, "machine": args.machine,
-                      "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+                      "negatives": final.card["data"]["negatives"], **measured, "targets": targets,
+                      "machine": args.machine, "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
     atomic_write(out, json.dumps(result, indent=2) + "\n")
     print("test targets:", json.dumps(targets), flush=True)
 
