@@ -414,14 +414,14 @@ def test_ci_width():
 
 
 def test_merge_crossing():
-    curve = pd.DataFrame({"general loss": [0.0, 0.005, 0.009, 0.013, 0.03]}, index=[0.0, 0.6, 0.7, 0.8, 1.0])
-    # crosses 0.01 between 0.7 (0.009) and 0.8 (0.013): 0.7 + 0.001 / 0.004 * 0.1 = 0.725
-    _passes(ex.check_merge_crossing(0.725, curve))
-    _fails_with_hint(ex.check_merge_crossing(0.9, curve))
-    flat = pd.DataFrame({"general loss": [0.0, 0.002, 0.004]}, index=[0.0, 0.8, 1.0])
+    curve = pd.DataFrame({"general loss": [0.0, 0.005, 0.009, 0.013, 0.03]}, index=[0.0, 0.3, 0.35, 0.4, 1.0])
+    # crosses 0.01 between 0.35 (0.009) and 0.4 (0.013): 0.35 + 0.001 / 0.004 * 0.05 = 0.3625
+    _passes(ex.check_merge_crossing(0.3625, curve))
+    _fails_with_hint(ex.check_merge_crossing(0.45, curve))
+    flat = pd.DataFrame({"general loss": [0.0, 0.002, 0.004]}, index=[0.0, 0.4, 1.0])
     _passes(ex.check_merge_crossing(None, flat))
-    _fails_with_hint(ex.check_merge_crossing(0.8, flat))
-    _fails_with_hint(ex.check_merge_crossing(None, flat.drop(index=0.8)))  # none of the new ratios traced
+    _fails_with_hint(ex.check_merge_crossing(0.4, flat))
+    _fails_with_hint(ex.check_merge_crossing(None, flat.drop(index=0.4)))  # none of the new ratios traced
 
 
 def test_worst_siblings(ds):

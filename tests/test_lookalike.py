@@ -219,3 +219,27 @@ def test_the_full_budget_confirmation_and_the_readme_state():
     readme = (root / "README.md").read_text(encoding="utf-8")
     for value in (r10["delta"], sib["delta"], mined["dev_whole_corpus"]["recall@10"]):
         assert re.search(rf"(?<![\d.]){re.escape(f'{abs(value):.4f}')}", readme), value
+
+
+def test_the_test_targets_measure_the_shipped_model_as_notebook_06_does():
+    """``bench/lookalike.py --test`` reads test once for the shipped model: it must be the final training's model and
+    agree with notebook 06's collapse table (the same model, queries and corpus), and each target's verdict must
+    follow from its measured value."""
+    import json
+    from pathlib import Path
+
+    from workbook.train import final_training
+
+    root = Path(__file__).resolve().parent.parent
+    test = json.loads((root / "bench" / "results" / "lookalike.json").read_text())["test"]
+    six = json.loads((root / "bench" / "results" / "quality.json").read_text())["case_study"]["lookalike_test"]
+    full = json.loads((root / "bench" / "results" / "lookalike.json").read_text())["full_budget"]
+    assert test["negatives"] == final_training(True)[1] and test["final_model"] == full["mined"]["model"]
+    final = test["final"]
+    assert final["sibling confusion@10"] == pytest.approx(six["sibling confusion rate@10"], abs=6e-4)
+    assert final["gold below a sibling"] == pytest.approx(six["queries with negative margin"], abs=6e-4)
+    assert final["queries with a sibling"] == six["queries measured"]
+    for metric, t in test["targets"].items():
+        op, goal = t["goal"].split()
+        assert t["measured"] == final[metric] and t["ci"][0] <= t["measured"] <= t["ci"][1]
+        assert t["met"] == (t["measured"] <= float(goal) if op == "<=" else t["measured"] >= float(goal))

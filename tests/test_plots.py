@@ -57,6 +57,15 @@ def test_every_chart_draws_a_method_in_its_colour():
     assert [_hex(line.get_color()) for line in ax.get_lines()] == [NAMES["base"], NAMES["fine-tuned"]]
 
 
+def test_lines_that_share_a_method_colour_differ_in_style():
+    frame = pd.DataFrame({"base": [0.7, 0.8], "tuned (all rows)": [0.8, 0.9], "tuned mnrl (1,000 rows)": [0.75, 0.85],
+                          "tuned matryoshka (1,000 rows)": [0.76, 0.84]}, index=[128, 384])  # fmt: skip
+    lines = metric_lines(frame).get_lines()
+    assert {_hex(line.get_color()) for line in lines[1:]} == {NAMES["fine-tuned"]}  # each keeps its method's colour
+    looks = [(line.get_linestyle(), line.get_marker()) for line in lines]
+    assert looks[0] == looks[1] == ("-", "o") and len(set(looks[1:])) == 3  # the three tuned runs tell apart
+
+
 def test_training_curve_starts_at_the_score_before_training():
     from workbook.plots import training_curves
 

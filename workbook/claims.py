@@ -47,7 +47,11 @@ ALLOWED: dict[str, dict[str, str]] = {
         "160": "a filter setting (characters), see workbook.synth.FilterSettings",
         "0.25": "the colloquial slice's threshold, a build rule",
     },
-    "notebooks/06_evaluate.ipynb": {"2,000": "bootstrap resamples, a setting", "300": "exercise 2's sample size"},
+    "notebooks/06_evaluate.ipynb": {
+        "2,000": "bootstrap resamples, a setting",
+        "300": "exercise 2's sample size",
+        "0.01": "the lift assert's significance level, a setting",
+    },
     "README.md": {"3.11": "the Python version set-up needs", "2013": "the year AVX2 laptop CPUs appeared"},
     "docs/teaching.md": {
         "3.11": "the Python version set-up needs",

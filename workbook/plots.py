@@ -8,6 +8,7 @@ from workbook.plotstyle import (  # noqa: F401  (re-exported: notebooks and the 
     METHOD_COLOURS,
     _axes,
     is_headless,
+    line_styles,
     method_colour,
     method_colours,
     save_figure,
@@ -293,8 +294,8 @@ def metric_lines(frame: pd.DataFrame, ax=None, title: str = "", xlabel: str = ""
         The axes drawn on.
     """
     ax = _axes(ax)
-    for col in frame.columns:
-        ax.plot(frame.index, frame[col], marker="o", label=str(col), color=method_colour(col))
+    for col, (colour, linestyle, marker) in zip(frame.columns, line_styles(frame.columns), strict=True):
+        ax.plot(frame.index, frame[col], marker=marker, linestyle=linestyle, label=str(col), color=colour)
     if logx:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(frame.index), [str(i) for i in frame.index])

@@ -59,6 +59,24 @@ def method_colours(names) -> list[str] | None:
     return None if None in colours else colours
 
 
+#: Line style and marker for the 1st, 2nd, ... series that share a method colour in one chart (e.g. several tuned
+#: models), so each stays tellable apart while keeping its method's colour.
+SHARED_COLOUR_STYLES: list[tuple[str, str]] = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+
+
+def line_styles(names) -> list[tuple[str | None, str, str]]:
+    """``(colour, linestyle, marker)`` per method name: its method colour, and a distinct style and marker when an
+    earlier name in ``names`` has the same colour (the first of each colour draws as a plain solid line with dots)."""
+    seen: dict[str | None, int] = {}
+    out = []
+    for name in names:
+        colour = method_colour(name)
+        n = seen[colour] = seen.get(colour, -1) + 1
+        linestyle, marker = SHARED_COLOUR_STYLES[n % len(SHARED_COLOUR_STYLES)]
+        out.append((colour, linestyle, marker))
+    return out
+
+
 def set_style() -> None:
     """Apply the workbook's matplotlib style (idempotent)."""
     global _styled

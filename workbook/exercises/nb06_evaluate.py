@@ -144,7 +144,7 @@ def merge_crossing(curve: pd.DataFrame, budget: float = 0.01) -> float | None:
 
 
 def check_merge_crossing(
-    answer: Any, curve: pd.DataFrame, budget: float = 0.01, alphas: Sequence[float] = (0.6, 0.7, 0.8, 0.9)
+    answer: Any, curve: pd.DataFrame, budget: float = 0.01, alphas: Sequence[float] = (0.3, 0.35, 0.4, 0.45)
 ) -> CheckResult:
     """06.3 — where the SciFact loss crosses ``budget`` on the interpolation curve (``None``: it never does).
 
