@@ -27,6 +27,19 @@ def test_outputs_come_from_the_current_code_or_are_listed_as_pending(path):
         )
 
 
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.stem)
+def test_committed_outputs_carry_no_progress_bars(path):
+    """Committed outputs show results, not machinery: a bar's states left in a notebook are dropped with
+    ``nbrun.strip_progress`` (which ``workbook notebooks`` runs after each full run)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    bars = [i for i, cell in enumerate(nb["cells"]) for o in cell.get("outputs", [])
+            if o["output_type"] == "stream" and o["name"] == "stderr" and nbrun._is_progress("".join(o["text"]))]
+    assert not bars, f"{path.name}: progress-bar outputs in cells {sorted(set(bars))}; run nbrun.strip_progress"
+
+
 def test_pending_lists_only_course_notebooks():
     assert set(PENDING) <= {p.name for p in NOTEBOOKS}
 
