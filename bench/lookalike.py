@@ -5,6 +5,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python bench/lookalike.py [--rows N]   # writes bench/results/lookalike.json as each run finishes
     .venv/bin/python bench/lookalike.py --full-budget   # the screen's pick against mined negatives, every row (dev)
     .venv/bin/python bench/lookalike.py --test          # issue 20's targets: the shipped model on test, once
+    .venv/bin/python bench/lookalike.py --sibling-stage # a short second stage on sibling rows, against it (dev)
 
 Every run starts from all-MiniLM-L6-v2 and trains on the same seeded sample of training-split (query, positive)
 rows with two negative columns; only where the negatives come from and the loss change:
@@ -52,6 +53,9 @@ def main() -> None:
                         help="confirm the screen's pick at the full budget: train (or load) it and DEFAULT_RECIPE with "
                         "mined negatives only on every row, and compare them on dev over the whole corpus, query by "
                         "query")  # fmt: skip
+    parser.add_argument("--sibling-stage", action="store_true",
+                        help="a short second stage on sibling rows from the final training (workbook.train.stage), "
+                        "compared with the final training on dev over the whole corpus, query by query")  # fmt: skip
     parser.add_argument("--test", action="store_true",
                         help="issue 20's targets on the test split, whole corpus, with 95%% CIs: the base model and "
                         "the final training (workbook.train.final_training), which notebook 06 reports; nothing is "
@@ -74,6 +78,8 @@ def main() -> None:
         return full_budget(cfg, args)
     if args.test:
         return test_targets(cfg, args)
+    if args.sibling_stage:
+        return sibling_stage(cfg, args)
     args.rows = args.rows or cfg.lookalike_compare_rows
     ds = load_icd10cm(cfg)
     base = load_model(cfg.base_model, cfg)
@@ -184,6 +190,47 @@ def full_budget(cfg, args) -> None:
     result["full_budget"] = budget
     atomic_write(out, json.dumps(result, indent=2) + "\n")
     print("full budget:", json.dumps({k: budget[k] for k in ("paired", "picked")}), flush=True)
+
+
+def sibling_stage(cfg, args) -> None:
+    """The final training tuned again for a few steps on sibling rows (``workbook.train.stage``), against the final
+    training itself, on dev over the whole corpus, query by query, with the same pick rule
+    (:func:`workbook.train.full_budget_comparison`). Writes ``sibling_stage``; nothing reads test."""
+    from workbook.files import atomic_write
+    from workbook.icd10cm import load_icd10cm
+    from workbook.models import load_model
+    from workbook.train import full_budget_comparison, load_or_train
+    from workbook.train.stage import SIBLING_STAGE, SIBLING_STAGE_ROWS
+    from workbook.train.stage import sibling_stage as train_stage
+
+    out = args.out
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    ds = load_icd10cm(cfg)
+    base = load_model(cfg.base_model, cfg)
+    final = load_or_train(cfg, ds=ds, show_progress=False)
+    stage = train_stage(cfg, ds, final, base, show_progress=False)
+    t = time.perf_counter()
+    compared = full_budget_comparison(cfg, ds, {"mined": final, "sibling stage": stage})
+    card = stage.card
+    result["sibling_stage"] = {
+        "what": f"the final training ({final.card['name']}) tuned again on {SIBLING_STAGE_ROWS:,} training rows whose "
+        "positive has a sibling: (query, positive, hardest sibling by the final model, mined negative), MNRL, one pass "
+        f"at learning rate {SIBLING_STAGE.learning_rate:g} (chosen on dev among 1e-5, 3e-5 and 5e-5); both scored "
+        "on dev over the whole corpus",
+        "model": card["name"],
+        "rows": card["data"]["rows"],
+        "steps": card["steps"],
+        "train_seconds": card["train_seconds"],
+        "final": compared["mined"],
+        "sibling stage": compared["sibling stage"],
+        "paired": compared["paired"],
+        "pick_rule": compared["pick_rule"],
+        "picked": "sibling stage" if compared["picked"] == "sibling stage" else "final",
+        "machine": args.machine,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
+    atomic_write(out, json.dumps(result, indent=2) + "\n")
+    print("sibling stage:", json.dumps({k: result["sibling_stage"][k] for k in ("paired", "picked")}), flush=True)
 
 
 #: Issue 20's targets on the test split (whole corpus): metric -> (comparison, value).

@@ -98,6 +98,10 @@ def lookalike(path: Path) -> dict | None:
         # issue 20's targets, read on test once for the shipped model (``bench/lookalike.py --test``)
         "test": {k: res["test"][k] for k in ("final_model", "negatives", "docs ranked", "targets")}
         | {name: pick(res["test"][name]) for name in ("base", "final")} if "test" in res else None,
+        # a short second stage on sibling rows from the final training, against it on dev (``--sibling-stage``)
+        "sibling_stage": {k: res["sibling_stage"][k] for k in ("what", "model", "rows", "steps", "paired", "picked")}
+        | {name: {"ndcg@10": res["sibling_stage"][name]["ndcg@10"], **pick(res["sibling_stage"][name])}
+           for name in ("final", "sibling stage")} if "sibling_stage" in res else None,
     }
 
 

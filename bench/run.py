@@ -193,6 +193,23 @@ def md_lookalike(quality: dict | None) -> str:
             lo, hi = m["sibling confusion@10 CI"]
             lines.append(f"| {name} | {m['recall@10']:.4f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
                          f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} |")
+    stage = look.get("sibling_stage")
+    if stage:
+        lines += ["", "A short second stage (`bench/lookalike.py --sibling-stage`, `workbook.train.stage`): "
+                  f"{stage['what']} ({stage['steps']} steps):", "",
+                  "| dev split, whole corpus | Recall@10 | nDCG@10 | sibling confusion@10 (95% CI) | "
+                  "gold below a sibling | median margin |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name in ("final", "sibling stage"):
+            m = stage[name]
+            lo, hi = m["sibling confusion@10 CI"]
+            lines.append(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['sibling confusion@10']:.3f} "
+                         f"[{lo:.3f}, {hi:.3f}] | {m['gold below a sibling']:.3f} | "
+                         f"{m['margin gold - best sibling (median)']:+.4f} |")  # fmt: skip
+        paired = stage["paired"]
+        parts = [f"{metric} {p['delta']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], p = {p['p_value']:.3f}"
+                 for metric, p in paired.items() if isinstance(p, dict)]  # fmt: skip
+        lines += ["", "Paired, sibling stage minus final, per dev query: " + "; ".join(parts) + ". The pick rule "
+                  f"prefers **{stage['picked']}**; the final training changes only with the notebooks' full reruns."]
     return "\n".join(lines)
 
 

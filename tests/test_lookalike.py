@@ -243,3 +243,49 @@ def test_the_test_targets_measure_the_shipped_model_as_notebook_06_does():
         op, goal = t["goal"].split()
         assert t["measured"] == final[metric] and t["ci"][0] <= t["measured"] <= t["ci"][1]
         assert t["met"] == (t["measured"] <= float(goal) if op == "<=" else t["measured"] >= float(goal))
+
+
+def test_the_sibling_stage_trains_on_sibling_rows_from_the_model_it_is_given(minilm, tmp_path):
+    """The second stage's rows all carry a sibling of their positive first (then a mined negative), it starts from the
+    model it is given, saves beside it, and a second call loads the saved stage instead of training again."""
+    import dataclasses
+
+    from workbook.config import get_config
+    from workbook.diagnose import sibling_map
+    from workbook.icd10cm import load_icd10cm
+    from workbook.retrieval import model_fingerprint
+    from workbook.train.run import TrainedModel
+    from workbook.train.stage import SIBLING_STAGE, sibling_rows, sibling_stage
+
+    cfg = get_config(fast=True)
+    ds = load_icd10cm(cfg)
+    data, stats = sibling_rows(cfg, ds, minilm, minilm, max_rows=32)
+    assert len(data) == 32 and stats.rows == stats.rows_with_sibling > 32
+    code_of = {ds.doc_text(d): d for d in ds.corpus}
+    siblings = sibling_map(ds.extras["lookalikes"])
+    assert all(code_of[n] in siblings[code_of[p]] for p, n in zip(data["positive"], data["negative_1"], strict=True))
+    assert data.column_names == ["anchor", "positive", "negative_1", "negative_2"]  # then the first mined negative
+
+    start = TrainedModel(model=minilm, path=tmp_path / "start" / "model")
+    recipe = dataclasses.replace(SIBLING_STAGE, batch_size=16)
+    first = sibling_stage(cfg, ds, start, minilm, recipe, max_rows=32, show_progress=False)
+    assert first.card["steps"] == 2 and first.card["started_from"] == "start" and first.path.parent.parent == tmp_path
+    assert first.card["model_fingerprint"] != model_fingerprint(minilm) == first.card["start_model_fingerprint"]
+    again = sibling_stage(cfg, ds, start, minilm, recipe, max_rows=32, show_progress=False)
+    assert again.path == first.path and model_fingerprint(again.model) == first.card["model_fingerprint"]
+
+
+def test_the_sibling_stage_record_starts_from_the_final_training_and_follows_the_pick_rule():
+    import json
+    from pathlib import Path
+
+    from workbook.train.lookalike import pick_lookalike_variant
+    from workbook.train.stage import SIBLING_STAGE, SIBLING_STAGE_ROWS
+
+    res = json.loads((Path(__file__).parents[1] / "bench" / "results" / "lookalike.json").read_text())
+    stage, final = res["sibling_stage"], res["full_budget"]["mined"]
+    assert stage["model"].startswith(f"{final['model']}-{SIBLING_STAGE.name}-") and stage["rows"] == SIBLING_STAGE_ROWS
+    assert stage["final"] == final["dev_lookalike_whole_corpus"]  # the same model, queries and corpus as its record
+    picked = pick_lookalike_variant({"mined": stage["final"], "sibling stage": stage["sibling stage"]})
+    assert stage["picked"] == ("final" if picked == "mined" else picked)
+    assert f"learning rate {SIBLING_STAGE.learning_rate:g}" in stage["what"]

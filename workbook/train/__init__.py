@@ -28,6 +28,7 @@ Modules:
 - :mod:`workbook.train.devsets` — dev scoring during and after training
 - :mod:`workbook.train.run` — one fine-tuning run
 - :mod:`workbook.train.lookalike` — lookalike-aware runs compared on dev, and the pick rule
+- :mod:`workbook.train.stage` — a short second stage on lookalike siblings, from a trained model
 - :mod:`workbook.train.cards` — the trained-model cache (load_or_train) and its card (:mod:`workbook.cards`)
 """
 from __future__ import annotations
