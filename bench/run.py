@@ -147,6 +147,19 @@ def _missing_runs(look: dict) -> str:
     return f" (runs still to measure: {', '.join(missing)})" if missing and not look.get("picked") else ""
 
 
+def _confusion(m: dict) -> str:
+    """A run's sibling confusion@10 with its 95% CI, as the lookalike tables print it."""
+    lo, hi = m["sibling confusion@10 CI"]
+    return f"{m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _paired(paired: dict, queries: bool = False) -> str:
+    """Each metric of a paired comparison record: delta [95% CI], p-value (and the query count)."""
+    return "; ".join(f"{metric} {p['delta']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], p = {p['p_value']:.3f}"
+                     + (f" ({p['queries']:,} queries)" if queries else "")
+                     for metric, p in paired.items() if isinstance(p, dict))  # fmt: skip
+
+
 def md_lookalike(quality: dict | None) -> str:
     look = (quality or {}).get("lookalike")
     if not look:
@@ -162,8 +175,7 @@ def md_lookalike(quality: dict | None) -> str:
     rows = {"base MiniLM, whole corpus": look["base whole corpus"], "base MiniLM": look["base"]}
     rows |= {f"tuned: {name}": m for name, m in look["runs"].items()}
     for name, m in rows.items():
-        lo, hi = m["sibling confusion@10 CI"]
-        lines.append(f"| {name} | {m['recall@10']:.3f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
+        lines.append(f"| {name} | {m['recall@10']:.3f} | {_confusion(m)} | "
                      f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} | "
                      f"{m['sibling pair cosine (mean)']:.3f} |")  # fmt: skip
     full = look.get("full_budget") or {}
@@ -179,9 +191,7 @@ def md_lookalike(quality: dict | None) -> str:
                          f"[{lo:.3f}, {hi:.3f}] | {m.get('gold below a sibling', float('nan')):.3f} |")  # fmt: skip
     paired = look.get("full_budget_paired")
     if paired:
-        parts = [f"{metric} {p['delta']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], p = {p['p_value']:.3f} "
-                 f"({p['queries']:,} queries)" for metric, p in paired.items() if isinstance(p, dict)]  # fmt: skip
-        lines += ["", f"Paired, {paired['what']}: " + "; ".join(parts) + ". The same rule picks "
+        lines += ["", f"Paired, {paired['what']}: " + _paired(paired, queries=True) + ". The same rule picks "
                   f"**{look.get('full_budget_picked')}**: the final training (`workbook.train.final_training`)."]
     test = look.get("test")
     if test:
@@ -190,8 +200,7 @@ def md_lookalike(quality: dict | None) -> str:
                   "| test split | Recall@10 | sibling confusion@10 (95% CI) | gold below a sibling | median margin |",
                   "|---|---:|---:|---:|---:|"]  # fmt: skip
         for name, m in (("base MiniLM", test["base"]), ("shipped model", test["final"])):
-            lo, hi = m["sibling confusion@10 CI"]
-            lines.append(f"| {name} | {m['recall@10']:.4f} | {m['sibling confusion@10']:.3f} [{lo:.3f}, {hi:.3f}] | "
+            lines.append(f"| {name} | {m['recall@10']:.4f} | {_confusion(m)} | "
                          f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} |")
     stage = look.get("sibling_stage")
     if stage:
@@ -201,15 +210,11 @@ def md_lookalike(quality: dict | None) -> str:
                   "gold below a sibling | median margin |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
         for name in ("final", "sibling stage"):
             m = stage[name]
-            lo, hi = m["sibling confusion@10 CI"]
-            lines.append(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['sibling confusion@10']:.3f} "
-                         f"[{lo:.3f}, {hi:.3f}] | {m['gold below a sibling']:.3f} | "
-                         f"{m['margin gold - best sibling (median)']:+.4f} |")  # fmt: skip
-        paired = stage["paired"]
-        parts = [f"{metric} {p['delta']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}], p = {p['p_value']:.3f}"
-                 for metric, p in paired.items() if isinstance(p, dict)]  # fmt: skip
-        lines += ["", "Paired, sibling stage minus final, per dev query: " + "; ".join(parts) + ". The pick rule "
-                  f"prefers **{stage['picked']}**; the final training changes only with the notebooks' full reruns."]
+            lines.append(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {_confusion(m)} | "
+                         f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} |")
+        lines += ["", "Paired, sibling stage minus final, per dev query: " + _paired(stage["paired"])
+                  + f". The pick rule prefers **{stage['picked']}**; the final training changes only with the "
+                  "notebooks' full reruns."]
     return "\n".join(lines)
 
 

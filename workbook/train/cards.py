@@ -80,7 +80,6 @@ def load_or_train(
     Returns:
         The :class:`TrainedModel`; ``card`` holds base model, data hash, recipe, timings and full-corpus dev metrics.
     """
-    from sentence_transformers import SentenceTransformer
 
     from workbook.icd10cm import load_icd10cm  # only when no dataset is given: the case study is the default
 
@@ -102,10 +101,8 @@ def load_or_train(
         raise ValueError(f"dev_scope must be 'corpus' or 'candidates', not {dev_scope!r}")
     dev_split = dev_split if dev_split in ds.qrels else None
     if (final / CARD_FILE).is_file():
-        model = SentenceTransformer(str(final), local_files_only=True)
-        log = folder / "log_history.json"
-        history = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else []
-        card = read_card(final)
+        saved = load_saved_run(folder)
+        model, card = saved.model, saved.card
         first = [card.get("dev_metrics", {}), card.get("dev_metrics_scope", "")]
         scored = card.setdefault("dev_scores", {card.get("dev_scope", "corpus"): first})
         if dev_split and dev_scope not in scored:  # scored once per scope, then kept in the card
@@ -113,7 +110,7 @@ def load_or_train(
             write_card(final, card)
         if dev_split:
             card.update(dev_metrics=scored[dev_scope][0], dev_metrics_scope=scored[dev_scope][1], dev_scope=dev_scope)
-        return TrainedModel(model=model, path=final, card=card, history=history)
+        return saved
     evaluator = dev_evaluator(cfg, ds, base, split=dev_split) if dev_split else None
     trained = fine_tune(cfg, base, data, folder, recipe, evaluator=evaluator, show_progress=show_progress)
     metrics, scope = ({}, "no dev split: not evaluated")
@@ -137,7 +134,24 @@ def load_or_train(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
+    return save_run(folder, trained, card)
+
+
+def load_saved_run(folder: Path) -> TrainedModel:
+    """A finished run from its folder (``model/`` with its card, and the training log when kept)."""
+    from sentence_transformers import SentenceTransformer
+
+    final = folder / "model"
+    log = folder / "log_history.json"
+    history = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else []
+    model = SentenceTransformer(str(final), local_files_only=True)
+    return TrainedModel(model=model, path=final, card=read_card(final), history=history)
+
+
+def save_run(folder: Path, trained: TrainedModel, card: dict) -> TrainedModel:
+    """Finish a run in ``folder``: its training log, then its card (written last: a folder with a card is a finished
+    run), and the checkpoints dropped (the best one is the saved model now)."""
     atomic_write(folder / "log_history.json", json.dumps(trained.history, indent=1) + "\n")
-    write_card(final, card)  # written last: a folder with a card is a finished run
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the best one is the saved model now
+    write_card(trained.path, card)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     return dataclasses.replace(trained, card=card)

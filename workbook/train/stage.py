@@ -5,25 +5,23 @@ Issue 20's first attempt put a sibling column into the one long training: it low
 Recall@10 at the full budget (``workbook.train.lookalike.full_budget_comparison``). A second stage leaves the domain
 training as it is and spends a few steps on the distinctions only, from the model that already knows the domain:
 its siblings are ordered by that model (the ones *it* confuses first), a mined negative keeps each row anchored to
-the rest of the corpus, and a small learning rate keeps what the first stage learned. Training-split judgements only
+the rest of the corpus, and one short pass (94 steps) keeps what the first stage learned. Training-split judgements only
 (the miner's and :func:`~workbook.negatives.lookalike.lookalike_negatives`' rules); compared on dev with
 :func:`~workbook.train.lookalike.full_budget_comparison` (``bench/lookalike.py --sibling-stage``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
-import shutil
 from dataclasses import asdict
 
-from workbook.cards import CARD_FILE, read_card, write_card
+from workbook.cards import CARD_FILE
 from workbook.config import Config
 from workbook.data import Dataset
-from workbook.files import atomic_write
 from workbook.retrieval import model_fingerprint
+from workbook.train.cards import load_saved_run, save_run
 from workbook.train.recipes import Recipe
 from workbook.train.rows import data_hash, sample_rows
 from workbook.train.run import TrainedModel, fine_tune
@@ -83,16 +81,12 @@ def sibling_stage(
     Returns:
         The :class:`TrainedModel`; no dev metrics in its card (compare with ``full_budget_comparison``).
     """
-    from sentence_transformers import SentenceTransformer
-
     data, stats = sibling_rows(cfg, ds, start.model, base, max_rows)
     digest, start_fp = data_hash(data), model_fingerprint(start.model)
     key = hashlib.sha256(json.dumps([asdict(recipe), max_rows, cfg.seed, start_fp, digest]).encode()).hexdigest()[:10]
     folder = start.path.parent.with_name(f"{start.path.parent.name}-{recipe.name}-{key}")
-    final = folder / "model"
-    if (final / CARD_FILE).is_file():
-        return TrainedModel(model=SentenceTransformer(str(final), local_files_only=True), path=final,
-                            card=read_card(final))  # fmt: skip
+    if (folder / "model" / CARD_FILE).is_file():
+        return load_saved_run(folder)
     trained = fine_tune(cfg, start.model, data, folder, recipe, show_progress=show_progress)
     card = {
         "name": folder.name,
@@ -108,7 +102,4 @@ def sibling_stage(
         **trained.card,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    atomic_write(folder / "log_history.json", json.dumps(trained.history, indent=1) + "\n")
-    write_card(final, card)  # written last: a folder with a card is a finished run
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    return dataclasses.replace(trained, card=card)
+    return save_run(folder, trained, card)
