@@ -55,10 +55,11 @@ def main() -> None:
                         "query")  # fmt: skip
     parser.add_argument("--sibling-stage", action="store_true",
                         help="a short second stage on sibling rows from the final training (workbook.train.stage), "
-                        "compared with the final training on dev over the whole corpus, query by query")  # fmt: skip
+                        "and a control on random rows, each compared with the final training on dev over the whole "
+                        "corpus, query by query")  # fmt: skip
     parser.add_argument("--test", action="store_true",
                         help="issue 20's targets on the test split, whole corpus, with 95%% CIs: the base model and "
-                        "the final training (workbook.train.final_training), which notebook 06 reports; nothing is "
+                        "the final model (workbook.train.final_model), which notebook 06 reports; nothing is "
                         "chosen here")  # fmt: skip
     args = parser.parse_args()
     if args.fast and args.out == OUT:
@@ -193,44 +194,52 @@ def full_budget(cfg, args) -> None:
 
 
 def sibling_stage(cfg, args) -> None:
-    """The final training tuned again for a few steps on sibling rows (``workbook.train.stage``), against the final
-    training itself, on dev over the whole corpus, query by query, with the same pick rule
-    (:func:`workbook.train.full_budget_comparison`). Writes ``sibling_stage``; nothing reads test."""
+    """The final training tuned again for a few steps on sibling rows (``workbook.train.stage``), and a control (the
+    same steps on random training rows with mined negatives only), each against the final training itself, on dev
+    over the whole corpus, query by query, with the same pick rule (:func:`workbook.train.full_budget_comparison`).
+    Writes ``sibling_stage``; nothing reads test."""
     from workbook.files import atomic_write
     from workbook.icd10cm import load_icd10cm
     from workbook.models import load_model
     from workbook.train import full_budget_comparison, load_or_train
-    from workbook.train.stage import SIBLING_STAGE, SIBLING_STAGE_ROWS
+    from workbook.train.stage import SIBLING_STAGE
     from workbook.train.stage import sibling_stage as train_stage
 
     out = args.out
     result = json.loads(out.read_text()) if out.is_file() else {}
     ds = load_icd10cm(cfg)
     base = load_model(cfg.base_model, cfg)
-    final = load_or_train(cfg, ds=ds, show_progress=False)
+    final = load_or_train(cfg, ds=ds, base=base, show_progress=False)
     stage = train_stage(cfg, ds, final, base, show_progress=False)
+    control = train_stage(cfg, ds, final, base, show_progress=False, control=True)
     t = time.perf_counter()
     compared = full_budget_comparison(cfg, ds, {"mined": final, "sibling stage": stage})
+    against = full_budget_comparison(cfg, ds, {"mined": final, "control": control})
     card = stage.card
     result["sibling_stage"] = {
-        "what": f"the final training ({final.card['name']}) tuned again on {SIBLING_STAGE_ROWS:,} training rows whose "
-        "positive has a sibling: (query, positive, hardest sibling by the final model, mined negative), MNRL, one pass "
-        f"at learning rate {SIBLING_STAGE.learning_rate:g} (chosen on dev among 1e-5, 3e-5 and 5e-5); both scored "
-        "on dev over the whole corpus",
+        "what": f"the final training ({final.card['name']}) tuned again on {cfg.sibling_stage_rows:,} training rows "
+        "whose positive has a sibling: (query, positive, hardest sibling by the final model, mined negative), MNRL, "
+        f"one pass at learning rate {SIBLING_STAGE.learning_rate:g} (chosen on dev among 1e-5, 3e-5 and 5e-5); the "
+        "control spends the same steps on as many random training rows with two mined negatives; all scored on dev "
+        "over the whole corpus",
         "model": card["name"],
         "rows": card["data"]["rows"],
         "steps": card["steps"],
         "train_seconds": card["train_seconds"],
         "final": compared["mined"],
         "sibling stage": compared["sibling stage"],
+        "control": against["control"],
         "paired": compared["paired"],
+        "control_paired": against["paired"],
+        "control_model": control.card["name"],
         "pick_rule": compared["pick_rule"],
         "picked": "sibling stage" if compared["picked"] == "sibling stage" else "final",
         "machine": args.machine,
         "seconds": round(time.perf_counter() - t, 1),
     }
     atomic_write(out, json.dumps(result, indent=2) + "\n")
-    print("sibling stage:", json.dumps({k: result["sibling_stage"][k] for k in ("paired", "picked")}), flush=True)
+    print("sibling stage:", json.dumps({k: result["sibling_stage"][k] for k in ("paired", "control_paired", "picked")}),
+          flush=True)
 
 
 #: Issue 20's targets on the test split (whole corpus): metric -> (comparison, value).
@@ -240,20 +249,21 @@ TEST_TARGETS = {"sibling confusion@10": ("<=", 0.15), "gold below a sibling": ("
 def test_targets(cfg, args) -> None:
     """The shipped model against issue 20's targets, on the test split over the whole corpus, with 95% bootstrap CIs.
 
-    Reads the test split for two models only, the base model and the final training (the model notebook 06 reports
-    and 07 ships); every choice was made on dev before. ``test.met`` compares each point value with its target, and
-    ``test.decided`` says whether the CI lies wholly on one side of it. Notebook 06's collapse table measures the same
-    model on the same queries (``tests/test_lookalike.py`` checks that the two agree)."""
+    Reads the test split for two models only, the base model and the final model (``workbook.train.final_model``,
+    the model notebook 06 reports and 07 ships); every choice was made on dev before. ``test.met`` compares each
+    point value with its target, and ``test.decided`` says whether the CI lies wholly on one side of it. Notebook
+    06's collapse table measures the same model on the same queries (``tests/test_lookalike.py`` checks that the
+    two agree)."""
     from workbook.files import atomic_write
     from workbook.icd10cm import load_icd10cm
     from workbook.models import load_model
-    from workbook.train import load_or_train
+    from workbook.train import final_model
     from workbook.train.lookalike import lookalike_dev_metrics
 
     out = args.out
     result = json.loads(out.read_text()) if out.is_file() else {}
     ds = load_icd10cm(cfg)
-    final = load_or_train(cfg, ds=ds, show_progress=False)  # no recipe: the final training (final_training)
+    final = final_model(cfg, ds=ds, show_progress=False)  # the final training, then the sibling stage
     t = time.perf_counter()
     models = {"base": load_model(cfg.base_model, cfg), "final": final.model}
     measured = {name: lookalike_dev_metrics(cfg, ds, model, split="test") for name, model in models.items()}

@@ -99,9 +99,11 @@ def lookalike(path: Path) -> dict | None:
         "test": {k: res["test"][k] for k in ("final_model", "negatives", "docs ranked", "targets")}
         | {name: pick(res["test"][name]) for name in ("base", "final")} if "test" in res else None,
         # a short second stage on sibling rows from the final training, against it on dev (``--sibling-stage``)
-        "sibling_stage": {k: res["sibling_stage"][k] for k in ("what", "model", "rows", "steps", "paired", "picked")}
+        "sibling_stage": {k: res["sibling_stage"].get(k) for k in ("what", "model", "rows", "steps", "paired", "picked",
+                                                                     "control_model", "control_paired")}
         | {name: {"ndcg@10": res["sibling_stage"][name]["ndcg@10"], **pick(res["sibling_stage"][name])}
-           for name in ("final", "sibling stage")} if "sibling_stage" in res else None,
+           for name in ("final", "sibling stage", "control") if name in res["sibling_stage"]}
+        if "sibling_stage" in res else None,
     }
 
 

@@ -208,13 +208,17 @@ def md_lookalike(quality: dict | None) -> str:
                   f"{stage['what']} ({stage['steps']} steps):", "",
                   "| dev split, whole corpus | Recall@10 | nDCG@10 | sibling confusion@10 (95% CI) | "
                   "gold below a sibling | median margin |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for name in ("final", "sibling stage"):
-            m = stage[name]
-            lines.append(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {_confusion(m)} | "
-                         f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} |")
-        lines += ["", "Paired, sibling stage minus final, per dev query: " + _paired(stage["paired"])
-                  + f". The pick rule prefers **{stage['picked']}**; the final training changes only with the "
-                  "notebooks' full reruns."]
+        for name in ("final", "sibling stage", "control"):
+            m = stage.get(name)
+            if m:
+                lines.append(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {_confusion(m)} | "
+                             f"{m['gold below a sibling']:.3f} | {m['margin gold - best sibling (median)']:+.4f} |")
+        lines += ["", "Paired, sibling stage minus final, per dev query: " + _paired(stage["paired"]) + "."]
+        if stage.get("control_paired"):
+            lines += ["", "Paired, control minus final, per dev query: " + _paired(stage["control_paired"]) + "."]
+        shipped = ("it is the shipped model's second stage (`workbook.train.final_model`)"
+                   if stage["picked"] == "sibling stage" else "the shipped model is the final training alone")
+        lines += ["", f"The pick rule prefers **{stage['picked']}**: {shipped}."]
     return "\n".join(lines)
 
 

@@ -60,6 +60,19 @@ def test_sibling_confusion_by_hand():
     assert np.isnan(conf.loc["q3", "sibling_rank"]) and np.isnan(conf.loc["q4", "gold_rank"])
 
 
+def test_telling_words_finds_the_word_that_tells_gold_from_the_sibling_above_it():
+    texts = {"A": "Type 1 diabetes with kidney disease", "B": "Type 2 diabetes with kidney disease",
+             "C": "Left eye cataract", "X": "Fracture of rib", "Y": "Fracture of skull"}  # fmt: skip
+    queries = {"q1": "type 1 diabetic nephropathy", "q2": "diabetic kidney", "q4": "cataract", "q5": "rib"}
+    qrels = {"q1": {"A": 1}, "q2": {"A": 1}, "q4": {"C": 1}, "q5": {"X": 1}}
+    ranked = {"q1": ["B", "A"], "q2": ["B", "A"], "q4": ["X", "B"], "q5": ["X", "A"]}
+    left = dg.telling_words(ranked, qrels, queries, texts.get, dg.sibling_map(GROUPS), k=2)
+    assert list(left.index) == ["q1", "q2", "q4"]  # the confused queries of sibling_confusion, no others
+    assert left.loc["q1", "telling"] == "1" and left.loc["q2", "telling"] == ""  # "1": in A's text, not in B's
+    assert left.loc["q1", "sibling"] == "B" and left.loc["q4", "gold"] == "C" and left.loc["q4", "sibling"] == "B"
+    assert left.loc["q4", "telling"] == "cataract"
+
+
 def test_sibling_margins_sign_and_value():
     docs = _unit([1, 0], [0.8, 0.6], [0, 1])  # A, B, C
     queries = _unit([0.6, 0.8], [1, 0])

@@ -228,13 +228,13 @@ def test_the_test_targets_measure_the_shipped_model_as_notebook_06_does():
     import json
     from pathlib import Path
 
-    from workbook.train import final_training
-
     root = Path(__file__).resolve().parent.parent
-    test = json.loads((root / "bench" / "results" / "lookalike.json").read_text())["test"]
+    record = json.loads((root / "bench" / "results" / "lookalike.json").read_text())
+    test, stage = record["test"], record["sibling_stage"]
     six = json.loads((root / "bench" / "results" / "quality.json").read_text())["case_study"]["lookalike_test"]
-    full = json.loads((root / "bench" / "results" / "lookalike.json").read_text())["full_budget"]
-    assert test["negatives"] == final_training(True)[1] and test["final_model"] == full["mined"]["model"]
+    # the shipped model (workbook.train.final_model): the final training, then the sibling stage the rule picked on dev
+    assert stage["picked"] == "sibling stage" and test["final_model"] == stage["model"]
+    assert test["negatives"] == "sibling + mined"
     final = test["final"]
     assert final["sibling confusion@10"] == pytest.approx(six["sibling confusion rate@10"], abs=6e-4)
     assert final["gold below a sibling"] == pytest.approx(six["queries with negative margin"], abs=6e-4)
@@ -261,6 +261,8 @@ def test_the_sibling_stage_trains_on_sibling_rows_from_the_model_it_is_given(min
     ds = load_icd10cm(cfg)
     data, stats = sibling_rows(cfg, ds, minilm, minilm, max_rows=32)
     assert len(data) == 32 and stats.rows == stats.rows_with_sibling > 32
+    control, all_rows = sibling_rows(cfg, ds, minilm, minilm, max_rows=32, control=True)  # any row, mined only
+    assert len(control) == 32 and all_rows.rows > stats.rows and all_rows.rows_with_sibling == 0
     code_of = {ds.doc_text(d): d for d in ds.corpus}
     siblings = sibling_map(ds.extras["lookalikes"])
     assert all(code_of[n] in siblings[code_of[p]] for p, n in zip(data["positive"], data["negative_1"], strict=True))
@@ -279,12 +281,20 @@ def test_the_sibling_stage_record_starts_from_the_final_training_and_follows_the
     import json
     from pathlib import Path
 
+    from workbook.config import get_config
     from workbook.train.lookalike import pick_lookalike_variant
-    from workbook.train.stage import SIBLING_STAGE, SIBLING_STAGE_ROWS
+    from workbook.train.stage import SIBLING_STAGE
 
     res = json.loads((Path(__file__).parents[1] / "bench" / "results" / "lookalike.json").read_text())
     stage, final = res["sibling_stage"], res["full_budget"]["mined"]
-    assert stage["model"].startswith(f"{final['model']}-{SIBLING_STAGE.name}-") and stage["rows"] == SIBLING_STAGE_ROWS
+    rows = get_config(fast=False).sibling_stage_rows
+    assert stage["model"].startswith(f"{final['model']}-{SIBLING_STAGE.name}-") and stage["rows"] == rows
+    assert stage["control_model"].startswith(f"{final['model']}-{SIBLING_STAGE.name}-")
+    assert stage["control_model"].endswith("-control")
+    assert stage["control"]["queries"] == stage["sibling stage"]["queries"] == stage["final"]["queries"]
+    # the control (the same steps on random rows, mined negatives only) does not move the confusion; the stage does
+    control, paired = stage["control_paired"]["sibling confusion@10"], stage["paired"]["sibling confusion@10"]
+    assert control["ci"][0] < 0 < control["ci"][1] and paired["ci"][1] < 0 and control["delta"] > paired["delta"]
     assert stage["final"] == final["dev_lookalike_whole_corpus"]  # the same model, queries and corpus as its record
     picked = pick_lookalike_variant({"mined": stage["final"], "sibling stage": stage["sibling stage"]})
     assert stage["picked"] == ("final" if picked == "mined" else picked)

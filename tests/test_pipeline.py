@@ -167,14 +167,20 @@ def test_steps_did_the_real_work(run):
     assert neg["source"] == ("both" if syn["pairs"] else "real")
     assert all(Path(p).is_file() for p in json.loads((run.out / "04_negatives" / "manifest.json").read_text())
                ["external"])  # fmt: skip
-    card = result(run.out, "05_finetune")["card"]
-    assert card["data"]["rows"] == 16 and card["steps"] == 2 and card["recipe"]["batch_size"] == 8
+    tune = result(run.out, "05_finetune")
+    first, card = tune["first_card"], tune["card"]
+    assert first["data"]["rows"] == 16 and first["steps"] == 2 and first["recipe"]["batch_size"] == 8
     # the dataset has lookalikes.jsonl: the final training's negatives and columns, as notebook 05 trains (its pick)
     recipe, negatives = final_training(has_lookalikes=True)
-    assert neg["negatives"] == card["data"]["negatives"] == negatives
-    assert card["recipe"]["num_negatives"] == recipe.num_negatives
-    assert card["model_fingerprint"] != card["base_model_fingerprint"]
-    model_path = Path(result(run.out, "05_finetune")["model_path"])
+    assert neg["negatives"] == first["data"]["negatives"] == negatives
+    assert first["recipe"]["num_negatives"] == recipe.num_negatives
+    assert first["model_fingerprint"] != first["base_model_fingerprint"]
+    # ... then the sibling stage from that model, as notebook 05's final model (workbook.train.final_model)
+    assert tune["sibling_stage"].startswith("trained on") and card["started_from"] == first["name"]
+    assert card["start_model_fingerprint"] == first["model_fingerprint"] != card["model_fingerprint"]
+    assert card["data"]["negatives"] == "sibling + mined" and card["dev_metrics"]
+    assert (run.out / "05_finetune" / "log_history_sibling_stage.json").is_file()
+    model_path = Path(tune["model_path"])
     assert model_path.is_relative_to(run.out / "artifacts"), "a team's run keeps its models in RUN_DIR/artifacts"
     base = result(run.out, "02_baselines")
     assert base["methods"][-1] == pipeline.RERANKER_METHOD and base["reranker"].startswith("trained on")

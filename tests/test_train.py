@@ -122,6 +122,18 @@ def test_cards_roundtrip(tmp_path):
         read_card(tmp_path / "missing")
 
 
+def test_a_one_step_run_moves_the_weights(tmp_path, minilm):
+    """A run of one step has no warm-up: the default ratio would spend that step at learning rate 0 and leave the
+    weights as they were (fast mode's one-step code-path runs)."""
+    from workbook.retrieval import model_fingerprint
+
+    cfg = get_config(artifacts_dir=tmp_path)
+    data = rows(1).select(range(4))
+    done = fine_tune(cfg, minilm, data, tmp_path / "one", TINY, show_progress=False)
+    assert done.card["steps"] == 1 and done.card["recipe"]["warmup_ratio"] == 0.0
+    assert model_fingerprint(done.model) != model_fingerprint(minilm)
+
+
 def test_fine_tune_moves_weights_and_resumes_after_interruption(tmp_path, minilm):
     from transformers import TrainerCallback
 

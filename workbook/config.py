@@ -148,6 +148,12 @@ class Config:
         return 32 if self.fast else 3000
 
     @property
+    def sibling_stage_rows(self) -> int:
+        """Training rows of the second stage on lookalike siblings (:mod:`workbook.train.stage`): 94 steps of 32 in
+        full mode; fast mode: one step (the code path, not a measurement)."""
+        return 32 if self.fast else 3000
+
+    @property
     def train_eval_steps(self) -> int:
         """Evaluate on dev (and save a checkpoint) every this many optimiser steps during fine-tuning."""
         return 6 if self.fast else 100

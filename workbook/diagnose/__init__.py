@@ -44,6 +44,7 @@ from workbook.diagnose.collapse import (  # noqa: F401
     sibling_map,
     sibling_margins,
     sibling_pair_cosines,
+    telling_words,
 )
 from workbook.diagnose.gate import (  # noqa: F401
     CLUSTER_CHECK,

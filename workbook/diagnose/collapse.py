@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,45 @@ def sibling_confusion(
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=["gold_rank", "sibling_rank", "confused"])
     frame.index.name = "query"
     return frame.astype({"gold_rank": float, "sibling_rank": float, "confused": bool})
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def telling_words(
+    ranked: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    queries: Mapping[str, str],
+    doc_text: Callable[[str], str],
+    siblings: Mapping[str, set[str]],
+    k: int = 10,
+) -> pd.DataFrame:
+    """For each query a sibling beats (:func:`sibling_confusion`): does the query name a word that tells its gold
+    code from that sibling, a word of the gold's text that the sibling's text lacks?
+
+    A word-overlap heuristic, not a proof: a query with no telling word needs knowledge (a synonym, a convention of
+    the coding rules) that the wording alone does not give; one with a telling word is a distinction the model could
+    read off the text and missed.
+
+    Returns:
+        Indexed by the confused query ids: ``query``, ``gold`` (the best-ranked gold code, or the first), ``sibling``
+        (the first sibling above it), ``telling`` (the telling words, sorted, joined by spaces; empty when none).
+    """
+    confused = sibling_confusion(ranked, qrels, siblings, k)
+    rows = {}
+    for qid in confused.index[confused["confused"]]:
+        gold = _gold(qrels[qid])
+        top = list(ranked[qid])[:k]
+        sibs = set().union(*(siblings.get(c, set()) for c in gold)) - gold
+        sib = next(d for d in top if d in sibs)
+        first = next((d for d in top if d in gold), min(gold))
+        said = _words(queries[qid])
+        telling = set().union(*((_words(doc_text(g)) - _words(doc_text(sib))) & said for g in gold))
+        rows[qid] = {"query": queries[qid], "gold": first, "sibling": sib, "telling": " ".join(sorted(telling))}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["query", "gold", "sibling", "telling"])
+    frame.index.name = "query id"
+    return frame
 
 
 def sibling_margins(

@@ -11,7 +11,8 @@ Steps (each writes ``RUN_DIR/<NN_step>/``: its files, ``result.json`` and a ``ma
 3. ``03_synthetic`` — LLM-written queries for a corpus sample, filtered (:mod:`workbook.synth`), when there is no
    train split or when asked; the case study reads its committed set instead.
 4. ``04_negatives`` — hard negatives mined and audited for the training pairs (:mod:`workbook.negatives`).
-5. ``05_finetune`` — fine-tune the base model (:func:`workbook.train.load_or_train`).
+5. ``05_finetune`` — fine-tune the base model (:func:`workbook.train.load_or_train`), then a short stage on lookalike
+   siblings when the dataset has groups (:func:`workbook.train.sibling_stage`).
 6. ``06_evaluate`` — test metrics with bootstrap CIs, paired tests, slices, truncation, lookalike collapse + UMAP.
 7. ``07_forgetting`` — base vs tuned on SciFact (the general set).
 8. ``08_decision`` — the should-you-fine-tune gate on dev (the prior, :func:`workbook.diagnose.should_fine_tune`,

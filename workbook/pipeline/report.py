@@ -230,13 +230,16 @@ def build_report(run_dir: str | Path) -> tuple[list[Block], str]:
     b.append(Block("table", frame_from_json(neg["audit"])))
 
     # -- fine-tuning
-    card = tune["card"]
+    card, first = tune["card"], tune.get("first_card", tune["card"])  # with the sibling stage: the final model's card
     b.append(Block("h2", "Fine-tuning"))
-    rec = card.get("recipe", {})
+    rec = first.get("recipe", {})
     b.append(Block("p", f"Model `{_shown_path(tune['model_path'])}`: recipe {rec.get('name')} "
                         f"(loss {rec.get('loss')}, batch "
-                        f"{rec.get('batch_size')}, lr {rec.get('learning_rate')}), {card.get('data', {}).get('rows')} "
-                        f"rows, {card.get('steps')} steps, {card.get('train_seconds')} s of training."))  # fmt: skip
+                        f"{rec.get('batch_size')}, lr {rec.get('learning_rate')}), {first.get('data', {}).get('rows')} "
+                        f"rows, {first.get('steps')} steps, {first.get('train_seconds')} s of training."))  # fmt: skip
+    if tune.get("sibling_stage"):
+        b.append(Block("p", f"**Sibling stage** (a short second stage on lookalike siblings): {tune['sibling_stage']}"
+                            "; the dev metrics below are the final model's."))  # fmt: skip
     if card.get("dev_metrics"):
         b.append(Block("table", pd.DataFrame({"fine-tuned": card["dev_metrics"]}).T,
                        caption=card.get("dev_metrics_scope", "dev")))  # fmt: skip

@@ -45,6 +45,9 @@ class PipelineSettings:
             ``lookalikes.jsonl`` groups: :mod:`workbook.negatives.lookalike`), or ``"auto"``
             (:data:`workbook.train.DEFAULT_NEGATIVES` when the dataset has lookalike groups, else mined).
         max_rows: training rows: an integer, ``"auto"`` (``cfg.train_max_rows``) or ``"all"``.
+        sibling_stage: after training, a short second stage on lookalike siblings
+            (:func:`workbook.train.sibling_stage`, ``cfg.sibling_stage_rows`` rows) when the dataset has lookalike
+            groups and a train split; skipped (and said so in the step's result) otherwise.
         train_batch_size, train_epochs, learning_rate: recipe overrides (``None``: the recipe's).
         truncate_dims: embedding sizes for the truncation (Matryoshka) curve.
         umap_groups: lookalike groups drawn before and after tuning (when the dataset has ``lookalikes.jsonl``; the
@@ -73,6 +76,7 @@ class PipelineSettings:
     recipe: str = DEFAULT_RECIPE
     negatives: str = "auto"
     max_rows: int | str | None = "auto"
+    sibling_stage: bool = True
     train_batch_size: int | None = None
     train_epochs: float | None = None
     learning_rate: float | None = None

@@ -37,10 +37,12 @@ from workbook.train import (
     final_training,
     get_recipe,
     load_or_train,
+    sibling_stage,
     synthetic_dataset,
     synthetic_training_set_path,
     training_data_with_stats,
 )
+from workbook.train.stage import NoSiblingRows
 
 # -- 03 synthetic ---------------------------------------------------------------------------------------------
 
@@ -279,7 +281,30 @@ def step_finetune(ctx: RunContext, out: Path) -> dict:
         ctx.cfg, _recipe(ctx), source, ctx.settings.rows(ctx.cfg), ds=ctx.ds, base=ctx.base, show_progress=True,
         synthetic_pairs=pairs or None, dev_split="dev", negatives=negatives.get("negatives", "mined"),
     )  # fmt: skip
-    ctx._cache["tuned"] = trained.model
     write_json(out / "log_history.json", trained.history)
-    return {"model_path": str(Path(trained.path).resolve()), "card": trained.card,
+    stage, first = _sibling_stage_skip(ctx), trained
+    if stage is None:  # the same second stage as the case study's final model (workbook.train.final_model)
+        try:
+            trained = sibling_stage(ctx.cfg, ctx.ds, first, ctx.base, show_progress=True)
+        except NoSiblingRows as err:  # groups, but no training row whose positive has a sibling
+            stage = f"skipped: {err}"
+        else:
+            write_json(out / "log_history_sibling_stage.json", trained.history)
+            stage = f"trained on {trained.card['data']['rows']:,} sibling rows from {first.path.parent.name}"
+    ctx._cache["tuned"] = trained.model
+    return {"model_path": str(Path(trained.path).resolve()), "card": trained.card, "first_card": first.card,
+            "sibling_stage": stage,
             "external": external_files([Path(trained.path) / CARD_FILE])}  # fmt: skip
+
+
+def _sibling_stage_skip(ctx: RunContext) -> str | None:
+    """Why the sibling stage does not run here, or ``None`` when it does."""
+    if not ctx.settings.sibling_stage:
+        return "skipped: sibling_stage = false"
+    if ctx.settings.recipe != DEFAULT_RECIPE:
+        return f"skipped: recipe {ctx.settings.recipe!r} (the stage was measured after {DEFAULT_RECIPE!r} only)"
+    if not ctx.ds.extras.get("lookalikes"):
+        return "skipped: the dataset has no lookalikes.jsonl"
+    if "train" not in ctx.ds.qrels:
+        return "skipped: the dataset has no train split (the stage's rows are training queries)"
+    return None

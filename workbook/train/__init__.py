@@ -91,3 +91,4 @@ from workbook.train.run import (  # noqa: F401
     planned_steps,
     training_arguments,
 )
+from workbook.train.stage import SIBLING_STAGE, final_model, sibling_rows, sibling_stage  # noqa: F401

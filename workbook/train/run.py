@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import shutil
 from collections.abc import Sequence
@@ -146,6 +147,8 @@ def fine_tune(
         _add_lora(model, recipe)
     trainable, total = trainable_parameters(model)
     steps = planned_steps(len(train_data), recipe, max_steps)
+    if steps == 1 and recipe.warmup_ratio > 0:  # a warm-up would take the only step, at learning rate 0: no change
+        recipe = dataclasses.replace(recipe, warmup_ratio=0.0)
     if evaluator is not None and steps <= (eval_steps or cfg.train_eval_steps):
         evaluator = None  # one evaluation, at the last step, has nothing to choose from: the last step is kept anyway
     columns = {c: list(train_data[c]) for c in train_data.column_names}
