@@ -62,7 +62,7 @@ def load_or_train(
     Args:
         cfg: the run config.
         recipe: a name from :data:`RECIPES` or a :class:`Recipe`; ``None`` (with ``negatives=None``): the final
-            training, :func:`~workbook.train.recipes.final_training` (notebook 05's model).
+            training, :func:`~workbook.train.recipes.final_training` (the shipped model's first stage).
         source: ``"real"``, ``"synthetic"`` or ``"both"``.
         max_rows: training rows (seeded sample); ``"auto"`` is ``cfg.train_max_rows`` (fast: small; full: all).
         ds: the case study (loaded when ``None``).

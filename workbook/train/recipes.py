@@ -136,9 +136,10 @@ DEFAULT_NUM_NEGATIVES = 1
 
 
 def final_training(has_lookalikes: bool) -> tuple[Recipe, str]:
-    """The final training's recipe and source of negatives (the model notebooks 05-07 and ``workbook casestudy``
-    evaluate and ship): :data:`DEFAULT_RECIPE`, with :data:`DEFAULT_NEGATIVES` in :data:`DEFAULT_NUM_NEGATIVES`
-    columns when the dataset has lookalike groups, else with its mined negatives."""
+    """The final training's recipe and source of negatives (the first stage of the model notebooks 05-07 and
+    ``workbook casestudy`` evaluate and ship; :func:`workbook.train.final_model` adds the sibling stage):
+    :data:`DEFAULT_RECIPE`, with :data:`DEFAULT_NEGATIVES` in :data:`DEFAULT_NUM_NEGATIVES` columns when the dataset
+    has lookalike groups, else with its mined negatives."""
     from dataclasses import replace
 
     recipe = get_recipe(DEFAULT_RECIPE)
