@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from workbook.config import Config, seed_everything
@@ -148,7 +147,7 @@ def fine_tune(
     trainable, total = trainable_parameters(model)
     steps = planned_steps(len(train_data), recipe, max_steps)
     if steps == 1 and recipe.warmup_ratio > 0:  # a warm-up would take the only step, at learning rate 0: no change
-        recipe = dataclasses.replace(recipe, warmup_ratio=0.0)
+        recipe = replace(recipe, warmup_ratio=0.0)
     if evaluator is not None and steps <= (eval_steps or cfg.train_eval_steps):
         evaluator = None  # one evaluation, at the last step, has nothing to choose from: the last step is kept anyway
     columns = {c: list(train_data[c]) for c in train_data.column_names}

@@ -60,13 +60,15 @@ def sibling_rows(cfg: Config, ds: Dataset, model, base, max_rows: int | None | s
         raise ValueError(f"{ds.name}: the sibling stage needs lookalike groups (lookalikes.jsonl); it has none")
     max_rows = cfg.sibling_stage_rows if max_rows == "auto" else max_rows
     rows = load_or_mine_training_set(cfg, ds, base, with_ids=True)
+    if control:  # every training row, mined negatives only: no sibling is ranked or used
+        data, stats = mix_negatives(rows, ds, {}, "mined", SIBLING_STAGE.num_negatives)
+        return sample_rows(data, max_rows, cfg.seed), stats
     pairs = list(zip(rows["query_id"], rows["positive_id"], strict=True))
     look = lookalike_negatives(ds, pairs, model, ds.extras["lookalikes"], cfg.cache_dir / "embeddings")
-    keep = list(range(len(pairs))) if control else [i for i, pair in enumerate(pairs) if look.get(pair)]
+    keep = [i for i, pair in enumerate(pairs) if look.get(pair)]
     if not keep:
         raise NoSiblingRows(f"{ds.name}: no training row's positive has a usable sibling in lookalikes.jsonl")
-    source = "mined" if control else "both"
-    data, stats = mix_negatives(rows.select(keep), ds, look, source, SIBLING_STAGE.num_negatives)
+    data, stats = mix_negatives(rows.select(keep), ds, look, "both", SIBLING_STAGE.num_negatives)
     return sample_rows(data, max_rows, cfg.seed), stats
 
 
