@@ -60,6 +60,23 @@ def fresh_clone(log: Path, machine: str) -> dict:
             "pytest": summary[-1], "pip_cache": "empty (PIP_NO_CACHE_DIR=1)", "machine": machine}  # fmt: skip
 
 
+def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
+    """A finished ``make casestudy`` (``FAST=1`` for ``mode="fast"``) in ``checkout`` (e.g. a fresh clone whose
+    ``.cache/`` and ``artifacts/`` were empty): its wall time, whether caches existed, and each notebook's time and
+    peak RSS (from ``runs/casestudy-<mode>/make_casestudy.json`` and ``notebooks.json``)."""
+    runs = checkout / "runs" / f"casestudy-{mode}"
+    made, books = runs / "make_casestudy.json", runs / "notebooks.json"
+    if not made.is_file() or not books.is_file():
+        raise SystemExit(f"{runs}: no make_casestudy.json and notebooks.json (run `make casestudy` there first)")
+    record = json.loads(made.read_text())
+    notebooks = json.loads(books.read_text())["notebooks"]
+    return {"mode": mode, "seconds": record["casestudy_seconds"], "warm_cache": record["warm_cache"],
+            "notebooks_seconds": round(sum(n["seconds"] for n in notebooks), 1),
+            "notebooks": {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
+                          for n in notebooks},
+            "cpu": cpu_name(), "machine": machine}  # fmt: skip
+
+
 def cpu_name() -> str:
     """The CPU's model name and the vector extensions that set its speed here (AVX-512, AMX), from /proc/cpuinfo."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -123,11 +140,18 @@ def main() -> None:
     parser.add_argument("--fresh-clone-log", type=Path, help="record this fresh-clone-test.sh output (its log file)")
     parser.add_argument("--machine", default="2 CPU cores", help="with --fresh-clone-log: how busy the machine was")
     parser.add_argument("--profile-junit", type=Path, help="record where this pytest --junitxml run's time went")
+    parser.add_argument("--casestudy-run", type=Path, metavar="CHECKOUT",
+                        help="record the finished `make casestudy [FAST=1]` in CHECKOUT (e.g. a fresh clone)")
+    parser.add_argument("--mode", choices=("fast", "full"), default="fast", help="with --casestudy-run: which one")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     # Records this machine does not have (runs/ is not in git) keep their last committed values.
     keys = ("test_suite", "casestudy", "workbook_casestudy", "fresh_clone")
     out = {key: previous.get(key) for key in keys} | {"test_profiles": cold_profiles(previous)}
+    out["casestudy_runs"] = dict(previous.get("casestudy_runs") or {})  # one per mode and cache state: the newest
+    if args.casestudy_run:
+        run = casestudy_run(args.casestudy_run, args.mode, args.machine)
+        out["casestudy_runs"][f"{args.mode}, {'warm' if run['warm_cache'] else 'cold'}"] = run
     if args.profile_junit:
         prof = junit_profile(args.profile_junit, args.machine)
         out["test_profiles"][prof["cpu"]] = prof

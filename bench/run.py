@@ -289,6 +289,21 @@ def md_e2e(e2e: dict | None) -> str:
                      f"cached{reused}) | {pipe['seconds'] / 60:.1f} min |")  # fmt: skip
         lines.append(f"| `workbook casestudy`, each step's time when it last ran, added up | "
                      f"{pipe['steps_seconds'] / 60:.1f} min |")  # fmt: skip
+    for _, run in sorted((e2e.get("casestudy_runs") or {}).items()):
+        state = "empty caches (no `.cache/` embeddings, no `artifacts/`)" if not run["warm_cache"] else "warm caches"
+        flag = " FAST=1" if run["mode"] == "fast" else ""
+        lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']} | "
+                     f"{run['seconds'] / 60:.1f} min |")  # fmt: skip
+    runs = sorted((e2e.get("casestudy_runs") or {}).items())
+    if runs:
+        lines += ["", "Each notebook of those runs (wall time, peak RSS):", "",
+                  "| notebook | " + " | ".join(f"`make casestudy`, {name}" for name, _ in runs) + " |",
+                  "|---|" + "---:|" * len(runs)]  # fmt: skip
+        names = sorted({nb for _, run in runs for nb in run["notebooks"]})
+        for nb in names:
+            cells = [f"{r['notebooks'][nb]['seconds'] / 60:.1f} min, {r['notebooks'][nb]['peak_rss_mb'] / 1024:.2f} GiB"
+                     if nb in r["notebooks"] else "-" for _, r in runs]  # fmt: skip
+            lines.append(f"| `{nb}` | " + " | ".join(cells) + " |")
     sys.path.insert(0, str(ROOT / "bench"))
     from e2e import cold_profiles
 
@@ -324,6 +339,15 @@ def md_precision(precision: dict | None) -> str:
     )
 
 
+def md_train_step(train_step: dict | None) -> str:
+    if not train_step:
+        return "_not measured yet_ (run `bench/train_step.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_step import table as train_step_table
+
+    return train_step_table(train_step)
+
+
 def md_allocator(allocator: dict | None) -> str:
     if not allocator:
         return "_not measured yet_ (run `bench/allocator.py`)"
@@ -357,12 +381,13 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
-        scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py")
+        scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
+                   "train_step.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e, memory, precision, allocator = (
-        _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator")
+    mining, speed, quality, e2e, memory, precision, allocator, train_step = (
+        _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step")
     )
     rows = all_targets(mining, quality, e2e, memory)
     import torch
@@ -375,7 +400,8 @@ def main() -> None:
     for name, body in (("targets", md_targets(rows)), ("quality", md_quality(quality)),
                        ("lookalike", md_lookalike(quality)),
                        ("speed", md_speed(speed, mining)), ("precision", md_precision(precision)),
-                       ("allocator", md_allocator(allocator)), ("e2e", md_e2e(e2e)),
+                       ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
+                       ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)
     README.write_text(text)

@@ -35,14 +35,19 @@ def test_readme_test_time_comes_from_the_bench_result():
     assert _block((ROOT / "README.md").read_text(), "test-time") == e2e.readme_block(result)
 
 
-@pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory"])
+@pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory", "precision",
+                                  "allocator", "train-step"])
 def test_bench_readme_tables_come_from_the_results(name):
     import run
 
-    results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory")}
+    results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator",
+                                         "train_step")}
     rows = run.all_targets(results["mining"], results["quality"], results["e2e"], results["memory"])
     render = {"targets": lambda: run.md_targets(rows), "quality": lambda: run.md_quality(results["quality"]),
               "lookalike": lambda: run.md_lookalike(results["quality"]),
               "speed": lambda: run.md_speed(results["speed"], results["mining"]),
-              "e2e": lambda: run.md_e2e(results["e2e"]), "memory": lambda: run.md_memory(results["memory"])}
+              "e2e": lambda: run.md_e2e(results["e2e"]), "memory": lambda: run.md_memory(results["memory"]),
+              "precision": lambda: run.md_precision(results["precision"]),
+              "allocator": lambda: run.md_allocator(results["allocator"]),
+              "train-step": lambda: run.md_train_step(results["train_step"])}
     assert _block((ROOT / "bench" / "README.md").read_text(), name) == render[name]().strip()

@@ -134,6 +134,44 @@ def test_a_one_step_run_moves_the_weights(tmp_path, minilm):
     assert model_fingerprint(done.model) != model_fingerprint(minilm)
 
 
+def test_a_run_hands_the_trainers_freed_memory_back(tmp_path, minilm, monkeypatch):
+    """fine_tune returns the trainer's freed memory to the OS once the trainer is gone (glibc keeps it otherwise, and
+    a notebook's next training would start from this one's high-water mark)."""
+    import gc
+
+    from transformers import Trainer
+
+    import workbook.train.run as run
+
+    trainers_alive = []
+
+    def release():
+        gc.collect()
+        trainers_alive.append(sum(isinstance(o, Trainer) for o in gc.get_objects()))
+
+    monkeypatch.setattr(run, "release_freed", release)
+    fine_tune(get_config(artifacts_dir=tmp_path), minilm, rows(1).select(range(4)), tmp_path / "one", TINY,
+              show_progress=False)  # fmt: skip
+    assert trainers_alive == [0]  # called once, after the trainer (and what it holds) was dropped
+
+
+def test_release_freed_returns_a_freed_heap_to_the_os():
+    from workbook import memory
+
+    def rss_mb() -> float:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+
+    memory.release_freed()
+    chunks = [bytearray(64 * 1024) for _ in range(4000)]  # 250 MB in blocks below glibc's mmap threshold: the heap
+    tail = bytearray(64 * 1024)  # keeps the heap's top in use, so freeing the chunks cannot shrink it by itself
+    before = rss_mb()
+    del chunks
+    kept = rss_mb()
+    memory.release_freed()
+    assert kept > before - 50 and rss_mb() < kept - 150, (before, kept, rss_mb())
+    del tail
+
+
 def test_fine_tune_moves_weights_and_resumes_after_interruption(tmp_path, minilm):
     from transformers import TrainerCallback
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from workbook.config import Config, seed_everything
-from workbook.memory import plan_training_memory
+from workbook.memory import plan_training_memory, release_freed
 from workbook.train.recipes import (
     DEFAULT_RECIPE,
     LOSSES,
@@ -185,4 +185,9 @@ def fine_tune(
         "best_dev_ndcg@10_candidates": state.best_metric,
         "memory_plan": memory_plan,
     }
-    return TrainedModel(model=model, path=final, card=card, history=list(state.log_history))
+    history = list(state.log_history)
+    # The trainer's freed activations, gradients and optimiser state stay in glibc's heap otherwise: measured after a
+    # fast-mode run of the default recipe, 2.3 GB of RSS with 0.17 GB of live tensors; 0.9 GB once handed back.
+    del trainer, output, state
+    release_freed()
+    return TrainedModel(model=model, path=final, card=card, history=history)
