@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "train_step.json"
 STEPS = 6  # timed steps per setting (after one warm-up step)
+CHUNK_ROWS = 16  # texts per length-sorted chunk (workbook.train.length_chunked; cfg.train_chunk_rows)
 
 
 def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
@@ -107,35 +108,6 @@ def step_parts(model, loss, optimizer, batches: list[dict], rows_per_chunk: int 
             "useful GFLOP/s (real tokens)": round(flops["real"] / n / 1e9 / step, 1)}  # fmt: skip
 
 
-def length_chunked(model, rows_per_chunk: int = 16):
-    """Wrap ``model``'s forward so each batch runs in chunks of texts of similar length, each padded only to its own
-    longest text; the sentence embeddings come back in the batch's order. Texts are encoded independently, so the
-    result is the plain forward's up to float rounding (checked by :func:`chunked_matches_plain`). A candidate fix
-    measured here, not a library switch yet."""
-    import torch
-
-    plain = model.forward
-
-    def forward(features, **kwargs):
-        mask = features["attention_mask"]
-        n, width = mask.shape
-        if n <= rows_per_chunk:
-            return plain(features, **kwargs)
-        lengths = mask.sum(1)
-        order = torch.argsort(lengths, descending=True, stable=True)
-        parts = []
-        for idx in torch.split(order, rows_per_chunk):
-            w = int(lengths[idx].max())
-            chunk = {k: (v[idx][:, :w] if v.dim() == 2 and v.shape == (n, width) else v[idx])
-                     if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n else v
-                     for k, v in features.items()}  # fmt: skip
-            parts.append(plain(chunk, **kwargs)["sentence_embedding"])
-        return {"sentence_embedding": torch.cat(parts)[torch.argsort(order)]}
-
-    model.forward = forward
-    return model
-
-
 def chunked_matches_plain(base, loss_builder, batch: dict) -> dict:
     """The loss and gradients of one batch with the plain and the chunked forward, from the same weights without
     dropout: how far apart they are (relative to the plain gradient's size)."""
@@ -143,14 +115,15 @@ def chunked_matches_plain(base, loss_builder, batch: dict) -> dict:
 
     import torch
 
+    from workbook.train import length_chunked
+
     grads, losses = [], []
-    for chunked in (False, True):
+    for rows in (None, CHUNK_ROWS):
         model = copy.deepcopy(base)
         model.eval()  # no dropout: the two forwards must see the same network
-        if chunked:
-            length_chunked(model)
-        value = loss_builder(model)([model.tokenize(texts) for texts in batch.values()], None)
-        value.backward()
+        with length_chunked(model, rows):
+            value = loss_builder(model)([model.tokenize(texts) for texts in batch.values()], None)
+            value.backward()
         losses.append(float(value))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     diff = (grads[0] - grads[1]).norm() / grads[0].norm()
@@ -205,8 +178,12 @@ def trainer_overhead(cfg, ds, base, rows, out: Path) -> dict:
     wall = time.perf_counter() - start
     parts = {"steps": sum(clock.step), "evaluations": sum(clock.evaluate), "checkpoint saves": sum(clock.save)}
     parts["other (set-up, final save)"] = wall - sum(parts.values())
+    from workbook.train import full_dev_metrics
+
+    dev = full_dev_metrics(cfg, ds, trained.model)
     return {"rows": len(rows), "steps": trained.card["steps"], "evaluations": len(clock.evaluate),
             "saves": len(clock.save), "wall seconds": round(wall, 1),
+            "dev (whole fast corpus)": {k: round(float(v), 4) for k, v in dev.items() if k in ("recall@10", "ndcg@10")},
             "seconds": {k: round(v, 1) for k, v in parts.items()},
             "share": {k: round(v / wall, 3) for k, v in parts.items()}}  # fmt: skip
 
@@ -223,7 +200,7 @@ def main() -> None:
     from workbook.icd10cm import load_icd10cm
     from workbook.models import load_model
     from workbook.precision import cpu_flags
-    from workbook.train import DEFAULT_RECIPE, build_loss, get_recipe, training_data
+    from workbook.train import DEFAULT_RECIPE, build_loss, get_recipe, length_chunked, training_data
 
     cfg = get_config(fast=True)
     seed_everything(cfg.seed)
@@ -254,18 +231,22 @@ def main() -> None:
     import copy
 
     seed_everything(cfg.seed)
-    model = length_chunked(copy.deepcopy(base))
+    model = copy.deepcopy(base)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate)
-    steps[f"{threads} threads, length-sorted chunks of 16 texts"] = step_parts(
-        model, build_loss(model, recipe), optimizer, batches, rows_per_chunk=16)  # fmt: skip
+    with length_chunked(model, CHUNK_ROWS):
+        steps[f"{threads} threads, length-sorted chunks of {CHUNK_ROWS} texts"] = step_parts(
+            model, build_loss(model, recipe), optimizer, batches, rows_per_chunk=CHUNK_ROWS)  # fmt: skip
     same = chunked_matches_plain(base, lambda m: build_loss(m, recipe), batches[1])
     for record in steps.values():
         record["of ceiling"] = round(record["achieved GFLOP/s"] / ceiling["square 2048"], 3)
     with tempfile.TemporaryDirectory(prefix="workbook-trainstep-") as tmp:
         from workbook.train import sample_rows
 
-        overhead = trainer_overhead(cfg, ds, base, sample_rows(rows, cfg.train_max_rows, cfg.seed), Path(tmp))
+        sample = sample_rows(rows, cfg.train_max_rows, cfg.seed)
+        overhead = {"plain": trainer_overhead(cfg, ds, base, sample, Path(tmp) / "plain"),
+                    f"length-sorted chunks of {CHUNK_ROWS}": trainer_overhead(
+                        cfg.replace(train_chunk_rows=CHUNK_ROWS), ds, base, sample, Path(tmp) / "chunked")}  # fmt: skip
     result = {
         "machine": args.machine,
         "cpu_flags": sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")),
@@ -303,15 +284,23 @@ def table(result: dict) -> str:
                      f"{s['achieved GFLOP/s']} | {s['of ceiling']:.0%} |")  # fmt: skip
     same = result.get("chunked vs plain (one batch, no dropout)")
     if same:
-        lines += ["", f"Length-sorted chunks (a candidate fix, not a library switch yet) against the plain step on one "
-                      f"batch, from the same weights without dropout: loss {same['loss plain']} vs "
-                      f"{same['loss chunked']}, gradients {same['gradient difference (relative L2)']} apart (relative "
-                      f"L2)."]  # fmt: skip
-    t = result["trainer"]
-    parts = ", ".join(f"{k} {v} s ({t['share'][k]:.0%})" for k, v in t["seconds"].items())
-    lines += ["", f"The trainer around the steps (one fast-mode `fine_tune`, {t['rows']} rows, {t['steps']} steps, "
-                  f"{t['evaluations']} dev evaluations, {t['saves']} checkpoint saves): {t['wall seconds']} s wall; "
-                  f"{parts}."]  # fmt: skip
+        lines += ["", "Length-sorted chunks (`cfg.train_chunk_rows`, off by default until the full case study is "
+                      "re-run) against the plain step on one batch, from the same weights without dropout: loss "
+                      f"{same['loss plain']} vs {same['loss chunked']}, gradients "
+                      f"{same['gradient difference (relative L2)']} apart (relative L2)."]  # fmt: skip
+    runs = result["trainer"]
+    first = next(iter(runs.values()))
+    lines += ["", f"The trainer around the steps: one fast-mode `fine_tune` ({first['rows']} rows, {first['steps']} "
+                  f"steps, {first['evaluations']} dev evaluations, {first['saves']} checkpoint saves) per setting, "
+                  "then its dev metrics over the whole fast corpus:", "",
+              "| forward | wall s | steps | evaluations | checkpoint saves | other | dev Recall@10 | dev nDCG@10 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, t in runs.items():
+        sec, share, dev = t["seconds"], t["share"], t["dev (whole fast corpus)"]
+        cells = [f"{sec[k]} s ({share[k]:.0%})" for k in ("steps", "evaluations", "checkpoint saves",
+                                                          "other (set-up, final save)")]  # fmt: skip
+        lines.append(f"| {name} | {t['wall seconds']} | " + " | ".join(cells) +
+                     f" | {dev['recall@10']} | {dev['ndcg@10']} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -155,6 +155,56 @@ def test_a_run_hands_the_trainers_freed_memory_back(tmp_path, minilm, monkeypatc
     assert trainers_alive == [0]  # called once, after the trainer (and what it holds) was dropped
 
 
+def test_length_chunked_forward_gives_the_plain_loss_and_gradients_with_less_padding(minilm):
+    """Chunks of similar-length texts, each padded to its own longest: the same embeddings, loss and gradients as
+    one padded forward (float rounding apart), less work, and the model's own forward back after the block."""
+    import copy
+
+    import torch
+
+    from workbook.train import build_loss, get_recipe, length_chunked
+
+    texts = ["heart failure", "Type 2 diabetes mellitus with diabetic chronic kidney disease, stage 3 unspecified",
+             "gout", "Atherosclerotic heart disease of native coronary artery without angina pectoris", "angina",
+             "Hypertensive heart and chronic kidney disease with heart failure and stage 1 through stage 4 chronic "
+             "kidney disease, or unspecified chronic kidney disease", "obesity", "essential hypertension"]
+    batch = {"anchor": texts, "positive": texts[::-1], "negative_1": texts[3:] + texts[:3]}
+    widths, results = [], []
+    for rows in (None, 3):
+        model = copy.deepcopy(minilm)
+        model.eval()  # no dropout: both forwards must see the same network
+        seen = []  # the padded tokens of each encoder call
+
+        def count(*a, _plain=model[0].auto_model.forward, _seen=seen, **k):
+            _seen.append(k["input_ids"].shape[0] * k["input_ids"].shape[1])
+            return _plain(*a, **k)
+
+        model[0].auto_model.forward = count
+        with length_chunked(model, rows):
+            features = [model.tokenize(t) for t in batch.values()]
+            loss = build_loss(model, get_recipe("mnrl"))(features, None)
+            loss.backward()
+            embedded = model(model.tokenize(texts))["sentence_embedding"].detach()
+        assert "forward" not in vars(model)  # the model's own forward is back
+        widths.append(sum(seen))
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((float(loss), grads, embedded))
+    (loss_a, grad_a, emb_a), (loss_b, grad_b, emb_b) = results
+    assert abs(loss_a - loss_b) < 1e-5
+    assert float((grad_a - grad_b).norm() / grad_a.norm()) < 1e-4
+    assert torch.allclose(emb_a, emb_b, atol=1e-5)
+    assert widths[1] < widths[0]  # the chunks pad less than one padded forward per column
+
+
+def test_a_run_with_length_chunks_trains_and_restores_the_forward(tmp_path, minilm):
+    from workbook.retrieval import model_fingerprint
+
+    cfg = get_config(artifacts_dir=tmp_path, train_chunk_rows=2)
+    done = fine_tune(cfg, minilm, rows(1).select(range(4)), tmp_path / "chunked", TINY, show_progress=False)
+    assert model_fingerprint(done.model) != model_fingerprint(minilm)
+    assert "forward" not in vars(done.model)
+
+
 def test_release_freed_returns_a_freed_heap_to_the_os():
     from workbook import memory
 

@@ -75,6 +75,12 @@ class Config:
     # batches) trains with gradient caching instead (CachedMNRL mini-batches: the same gradients, bounded memory),
     # so a 16 GB laptop never swaps; short texts (the case study's codes) stay far below it and train as configured.
     train_memory_mb: int = 1536
+    # Training: embed each batch in length-sorted chunks of this many texts, each padded only to its own longest text
+    # (workbook.train.length_chunked). The case study's batches are half padding: chunks of 16 make a fast-mode run's
+    # steps 1.6x faster (bench/train_step.py). None: one padded forward per column, as sentence-transformers does.
+    # Off until the full case study is re-run with it: dropout masks are drawn per chunk, so the trained weights
+    # differ from the committed runs' like another dropout draw (the loss and gradients without dropout do not).
+    train_chunk_rows: int | None = None
     # Retrieval depth kept for evaluation (Recall@100 needs 100).
     top_k: int = 100
     # Reranker: a cross-encoder folder to use; None trains one on the train split (no pretrained one ships offline).

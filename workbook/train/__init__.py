@@ -88,6 +88,7 @@ from workbook.train.rows import (  # noqa: F401
 from workbook.train.run import (  # noqa: F401
     TrainedModel,
     fine_tune,
+    length_chunked,
     planned_steps,
     training_arguments,
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +32,48 @@ class TrainedModel:
     path: Path
     card: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def length_chunked(model, rows: int | None) -> Iterator[None]:
+    """Within the block, ``model`` embeds each batch in chunks of ``rows`` texts of similar length, each padded only
+    to its own longest text; the sentence embeddings come back in the batch's order.
+
+    sentence-transformers pads a whole column (and the merged candidate columns) to its longest text, so a batch of
+    short and long texts computes mostly padding. Each text is encoded independently, so without dropout the
+    embeddings, the loss and the gradients are the plain forward's up to float rounding (``tests/test_train.py``
+    checks it); in training, dropout masks are drawn per chunk, so a seeded run is as reproducible as before but its
+    weights differ from the unchunked run's like another dropout draw. The model's own forward is back after the
+    block (also on error). ``rows=None``: no change.
+    """
+    if not rows:
+        yield
+        return
+    import torch
+
+    plain = model.forward
+
+    def forward(features, **kwargs):
+        mask = features["attention_mask"]
+        n, width = mask.shape
+        if n <= rows:
+            return plain(features, **kwargs)
+        lengths = mask.sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        parts = []
+        for idx in torch.split(order, rows):
+            w = int(lengths[idx].max())  # padding is on the right (BERT-style tokenizers)
+            chunk = {k: (v[idx][:, :w] if v.dim() == 2 and v.shape == (n, width) else v[idx])
+                     if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n else v
+                     for k, v in features.items()}  # fmt: skip
+            parts.append(plain(chunk, **kwargs)["sentence_embedding"])
+        return {"sentence_embedding": torch.cat(parts)[torch.argsort(order)]}
+
+    model.forward = forward  # an instance attribute: what the losses call through model(...)
+    try:
+        yield
+    finally:
+        del model.forward
 
 
 def training_arguments(
@@ -164,7 +207,8 @@ def fine_tune(
     )
     _quiet_logs(trainer)
     resume = any(ckpt_dir.glob("checkpoint-*"))
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    with length_chunked(model, cfg.train_chunk_rows):
+        output = trainer.train(resume_from_checkpoint=True if resume else None)
     if recipe.lora:
         _merge_lora(model)
     final = out / "model"
