@@ -130,6 +130,10 @@ def readme_block(e2e: dict) -> str:
         each = [f"{p['seconds'] / 60:.0f} min on {p['cpu']} ({p['machine']})" for p in profiles]
         parts.append(f"cold, the tests alone took {' and '.join(each)} (where the time goes, per CPU: "
                      f"`bench/README.md`)")  # fmt: skip
+    fast = (e2e.get("casestudy_runs") or {}).get("fast, cold")
+    if fast:
+        parts.append(f"the quick path, `make casestudy FAST=1`, took {fast['seconds'] / 60:.0f} min from empty caches "
+                     f"on {fast['cpu']} ({fast['machine']})")  # fmt: skip
     return ("; ".join(parts) + ".") if parts else ""
 
 

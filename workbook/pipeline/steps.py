@@ -63,7 +63,7 @@ STEPS: tuple[Step, ...] = (
         step_finetune,
         ("03_synthetic", "04_negatives"),
         uses=(*_COMMON, "recipe", "max_rows", "train_batch_size", "train_epochs", "learning_rate", "train_memory_mb",
-              "sibling_stage", "seed", "fast"),  # fmt: skip
+              "train_chunk_rows", "sibling_stage", "seed", "fast"),  # fmt: skip
         version=2,  # 2: the sibling stage after the training (workbook.train.final_model's second stage)
     ),
     Step(
