@@ -202,7 +202,7 @@ def test_a_run_with_length_chunks_trains_and_restores_the_forward(tmp_path, mini
     cfg = get_config(artifacts_dir=tmp_path, train_chunk_rows=2)
     done = fine_tune(cfg, minilm, rows(1).select(range(4)), tmp_path / "chunked", TINY, show_progress=False)
     assert model_fingerprint(done.model) != model_fingerprint(minilm)
-    assert "forward" not in vars(done.model)
+    assert "forward" not in vars(done.model) and done.card["length_chunk_rows"] == 2
 
 
 def test_release_freed_returns_a_freed_heap_to_the_os():

@@ -228,6 +228,7 @@ def fine_tune(
         "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "best_dev_ndcg@10_candidates": state.best_metric,
         "memory_plan": memory_plan,
+        "length_chunk_rows": cfg.train_chunk_rows,  # None: one padded forward per column
     }
     history = list(state.log_history)
     # The trainer's freed activations, gradients and optimiser state stay in glibc's heap otherwise: measured after a
