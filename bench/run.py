@@ -289,12 +289,12 @@ def md_e2e(e2e: dict | None) -> str:
                      f"cached{reused}) | {pipe['seconds'] / 60:.1f} min |")  # fmt: skip
         lines.append(f"| `workbook casestudy`, each step's time when it last ran, added up | "
                      f"{pipe['steps_seconds'] / 60:.1f} min |")  # fmt: skip
-    for _, run in sorted((e2e.get("casestudy_runs") or {}).items()):
+    runs = sorted((e2e.get("casestudy_runs") or {}).items())
+    for _, run in runs:
         state = "empty caches (no `.cache/` embeddings, no `artifacts/`)" if not run["warm_cache"] else "warm caches"
         flag = " FAST=1" if run["mode"] == "fast" else ""
         lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']} | "
                      f"{run['seconds'] / 60:.1f} min |")  # fmt: skip
-    runs = sorted((e2e.get("casestudy_runs") or {}).items())
     if runs:
         lines += ["", "Each notebook of those runs (wall time, peak RSS):", "",
                   "| notebook | " + " | ".join(f"`make casestudy`, {name}" for name, _ in runs) + " |",

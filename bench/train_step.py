@@ -23,6 +23,7 @@ Nothing here is a timed assert: the numbers are ratios measured in one run, with
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -111,8 +112,6 @@ def step_parts(model, loss, optimizer, batches: list[dict], rows_per_chunk: int 
 def chunked_matches_plain(base, loss_builder, batch: dict) -> dict:
     """The loss and gradients of one batch with the plain and the chunked forward, from the same weights without
     dropout: how far apart they are (relative to the plain gradient's size)."""
-    import copy
-
     import torch
 
     from workbook.train import length_chunked
@@ -220,16 +219,12 @@ def main() -> None:
     for n in sorted({1, threads}):
         torch.set_num_threads(n)
         seed_everything(cfg.seed)
-        import copy
-
         model = copy.deepcopy(base)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate)
         steps[f"{n} thread{'s' if n > 1 else ''}"] = step_parts(model, build_loss(model, recipe), optimizer, batches)
         print(n, steps, flush=True)
     torch.set_num_threads(threads)
-    import copy
-
     seed_everything(cfg.seed)
     model = copy.deepcopy(base)
     model.train()
