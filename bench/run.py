@@ -339,6 +339,24 @@ def md_precision(precision: dict | None) -> str:
     )
 
 
+def md_synth_speed(synth_speed: dict | None) -> str:
+    if not synth_speed:
+        return "_not measured yet_ (run `bench/synth_speed.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from synth_speed import table as synth_speed_table
+
+    return synth_speed_table(synth_speed)
+
+
+def md_synth_gpl(synth_gpl: dict | None) -> str:
+    if not synth_gpl:
+        return "_not measured yet_ (run `WORKBOOK_FAST=0 bench/synth_gpl.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from synth_gpl import table as synth_gpl_table
+
+    return synth_gpl_table(synth_gpl)
+
+
 def md_train_step(train_step: dict | None) -> str:
     if not train_step:
         return "_not measured yet_ (run `bench/train_step.py`)"
@@ -382,12 +400,13 @@ def main() -> None:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
         scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
-                   "train_step.py")
+                   "train_step.py", "synth_speed.py", "synth_gpl.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e, memory, precision, allocator, train_step = (
-        _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step")
+    mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl = (
+        _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step",
+                           "synth_speed", "synth_gpl")
     )
     rows = all_targets(mining, quality, e2e, memory)
     import torch
@@ -401,6 +420,7 @@ def main() -> None:
                        ("lookalike", md_lookalike(quality)),
                        ("speed", md_speed(speed, mining)), ("precision", md_precision(precision)),
                        ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
+                       ("synth-speed", md_synth_speed(synth_speed)), ("synth-gpl", md_synth_gpl(synth_gpl)),
                        ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)

@@ -36,12 +36,12 @@ def test_readme_test_time_comes_from_the_bench_result():
 
 
 @pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory", "precision",
-                                  "allocator", "train-step"])
+                                  "allocator", "train-step", "synth-speed", "synth-gpl"])
 def test_bench_readme_tables_come_from_the_results(name):
     import run
 
     results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator",
-                                         "train_step")}
+                                         "train_step", "synth_speed", "synth_gpl")}
     rows = run.all_targets(results["mining"], results["quality"], results["e2e"], results["memory"])
     render = {"targets": lambda: run.md_targets(rows), "quality": lambda: run.md_quality(results["quality"]),
               "lookalike": lambda: run.md_lookalike(results["quality"]),
@@ -49,5 +49,7 @@ def test_bench_readme_tables_come_from_the_results(name):
               "e2e": lambda: run.md_e2e(results["e2e"]), "memory": lambda: run.md_memory(results["memory"]),
               "precision": lambda: run.md_precision(results["precision"]),
               "allocator": lambda: run.md_allocator(results["allocator"]),
-              "train-step": lambda: run.md_train_step(results["train_step"])}
+              "train-step": lambda: run.md_train_step(results["train_step"]),
+              "synth-speed": lambda: run.md_synth_speed(results["synth_speed"]),
+              "synth-gpl": lambda: run.md_synth_gpl(results["synth_gpl"])}
     assert _block((ROOT / "bench" / "README.md").read_text(), name) == render[name]().strip()

@@ -207,9 +207,10 @@ def test_pick_merge_ratio_respects_the_forgetting_budget():
         pick_merge_ratio(curve, 0.01, min_gain_share=0.8)
 
 
-def test_interpolation_curve_scores_each_ratio():
+def test_interpolation_curve_scores_each_ratio(monkeypatch):
     import torch
 
+    from workbook import precision
     from workbook.evaluate import interpolation_curve
 
     base, tuned = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
@@ -222,6 +223,12 @@ def test_interpolation_curve_scores_each_ratio():
     assert curve["general loss"].round(6).tolist() == [0.0, 0.05, 0.1]
     with pytest.raises(ValueError, match="must include 0"):
         interpolation_curve(base, tuned, [0.5], weight, weight)
+    # Where bf16 falls back to fp32, the ends are scored as they are (not copies): a scorer may reuse what it has
+    # cached for those very models (workbook.train.pool_scorer's ``encoded``).
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    seen = []
+    interpolation_curve(base, tuned, [0.0, 0.5, 1.0], lambda m: seen.append(m) or 0.0, weight, precision="bf16")
+    assert seen[0] is base and seen[2] is tuned and seen[1] not in (base, tuned)
 
 
 def test_save_results_writes_tables_and_dicts(tmp_path):

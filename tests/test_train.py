@@ -322,6 +322,34 @@ def test_other_losses_train(tmp_path, minilm, name):
     assert done.card["steps"] == 2 and done.history[-1]["train_loss"] > 0
 
 
+def test_gpl_labels_are_the_cross_encoders_margins_and_margin_mse_trains_on_them(tmp_path, minilm):
+    """GPL: each row's label is ce(anchor, positive) - ce(anchor, negative_1), in row order; MarginMSE trains on it."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+
+    from workbook.models import MINILM, model_path
+    from workbook.train import GPL_RECIPE, pseudo_labels
+
+    torch.manual_seed(0)  # the untrained head: any real cross-encoder shows the mechanics
+    ce = CrossEncoder(str(model_path(MINILM, get_config())), num_labels=1, max_length=64, local_files_only=True)
+    data = rows()
+    labelled = pseudo_labels(ce, data.add_column("extra", list(range(len(data)))))
+    assert labelled.column_names == ["anchor", "positive", "negative_1", "label"]
+    pos = ce.predict(list(zip(data["anchor"], data["positive"], strict=True)))
+    neg = ce.predict(list(zip(data["anchor"], data["negative_1"], strict=True)))
+    assert np.allclose(labelled["label"], pos - neg, atol=1e-5) and len(set(np.sign(labelled["label"]))) > 1
+    with pytest.raises(ValueError, match="negative_1"):
+        pseudo_labels(ce, data.select_columns(["anchor", "positive"]))
+    assert isinstance(build_loss(minilm, GPL_RECIPE), MarginMSELoss) and "margin-mse" in LOSSES
+    recipe = Recipe(name="gpl-tiny", loss="margin-mse", batch_size=8, learning_rate=1e-4)
+    done = fine_tune(get_config(artifacts_dir=tmp_path), minilm, labelled, tmp_path / "gpl", recipe, max_steps=2,
+                     show_progress=False)  # fmt: skip
+    assert done.card["steps"] == 2 and done.history[-1]["train_loss"] > 0
+    moved = [not torch.equal(a, b) for a, b in zip(minilm.parameters(), done.model.parameters(), strict=True)]
+    assert any(moved)
+
+
 def test_load_or_train_trains_once_then_loads(tmp_path, minilm):
     """A 400-code slice of the fast case study, 64 rows (2 steps): mining, dev evaluator, training, card, cache."""
     from workbook.data import subset
@@ -355,6 +383,61 @@ def test_load_or_train_trains_once_then_loads(tmp_path, minilm):
     assert set(stored) == {"corpus", "candidates"} and stored["corpus"][0] == card["dev_metrics"]
     with pytest.raises(ValueError, match="dev_scope"):
         load_or_train(cfg, "mnrl", "real", max_rows=64, ds=ds, base=minilm, dev_scope="all")
+    # GPL: the same rows, labelled by a cross-encoder's margins (part of the rows' hash, so another run)
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from workbook.models import MINILM, model_path
+    from workbook.train import GPL_RECIPE
+
+    with pytest.raises(ValueError, match="labeller"):
+        load_or_train(cfg, GPL_RECIPE, "real", max_rows=64, ds=ds, base=minilm)
+    ce = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=64, local_files_only=True)
+    gpl = load_or_train(cfg, GPL_RECIPE, "real", max_rows=64, ds=ds, base=minilm, labeller=ce, show_progress=False)
+    assert gpl.path != first.path and gpl.card["data"]["columns"] == ["anchor", "positive", "negative_1", "label"]
+    assert gpl.card["recipe"]["loss"] == "margin-mse" and gpl.card["data"]["sha256"] != card["data"]["sha256"]
+
+
+def test_a_pool_scores_the_ends_exactly_and_bounds_the_points_between(tmp_path, minilm):
+    """The merge curve's dev pool: exact for a model whose own top 10 is in it, an upper bound for any other model,
+    and a model whose whole corpus is encoded reads its pool rows from those embeddings (nothing else encoded)."""
+    import copy
+
+    import torch
+
+    from workbook.data import subset
+    from workbook.evaluate import evaluate_ranking, interpolate_weights
+    from workbook.icd10cm import load_icd10cm
+    from workbook.retrieval import dense_ranking
+    from workbook.train import dev_candidates, pool_scorer
+
+    cfg = get_config(fast=True, artifacts_dir=tmp_path, cache_dir=tmp_path / "cache")
+    fast = load_icd10cm(cfg)
+    ds = subset(fast, doc_ids=list(fast.corpus)[:600], name="icd10cm-slice")
+    other = copy.deepcopy(minilm)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02 * p.std().nan_to_num())
+    ends = [minilm, other]
+    pool = dev_candidates(cfg, ds, ends, n=10)
+    assert set(pool) == set(dev_candidates(cfg, ds, minilm, n=10)) | set(dev_candidates(cfg, ds, other, n=10))
+    assert len(pool) < len(ds.corpus) and pool == [d for d in ds.doc_ids() if d in set(pool)]
+
+    def whole(model, metric):
+        ranked = dense_ranking(model, ds, "dev", k=cfg.top_k, cache_dir=cfg.cache_dir / "embeddings",
+                               show_progress=False)
+        return evaluate_ranking(ranked, ds.qrels["dev"], [metric])[metric]
+
+    emb_dir = cfg.cache_dir / "embeddings"
+    for metric in ("recall@10", "ndcg@10"):
+        reuse, encode_pool = pool_scorer(cfg, ds, pool, metric, encoded=ends), pool_scorer(cfg, ds, pool, metric)
+        for model in ends:
+            before = sorted(emb_dir.glob("emb-*.npy"))
+            assert reuse(model) == pytest.approx(whole(model, metric), abs=1e-9)  # exact at the ends
+            assert sorted(emb_dir.glob("emb-*.npy")) == before  # read off the cached corpus, not encoded again
+            assert encode_pool(model) == pytest.approx(reuse(model), abs=1e-3)  # the same rows either way
+        middle = interpolate_weights(minilm, other, 0.5)
+        assert encode_pool(middle) >= whole(middle, metric) - 1e-9  # a pool can only flatter a model between
 
 
 def test_long_documents_train_within_the_memory_budget(tmp_path, minilm):

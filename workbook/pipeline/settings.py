@@ -38,6 +38,9 @@ class PipelineSettings:
         generator_api: ``"completions"`` or ``"chat"`` for the openai generator.
         generator_max_tokens: tokens per completion.
         generator_threads: llama.cpp threads (``None``: half the cores); does not change the output.
+        generator_parallel: documents the local generator decodes side by side (1 to 4; 1: one at a time through
+            llama-cpp-python's ``create_completion``, the committed case-study set's decoder). Any value above 1
+            gives the same text as any other; 4 generated 2.1x as many documents per second as 1 on 2 cores.
         source: training data: ``"real"``, ``"synthetic"``, ``"both"`` or ``"auto"`` (real when there is a train
             split, plus synthetic when generated).
         recipe: a recipe of :data:`workbook.train.RECIPES`.
@@ -72,6 +75,7 @@ class PipelineSettings:
     generator_api: str = "completions"
     generator_max_tokens: int = 64
     generator_threads: int | None = None
+    generator_parallel: int = 4
     source: str = "auto"
     recipe: str = DEFAULT_RECIPE
     negatives: str = "auto"
@@ -109,6 +113,11 @@ class PipelineSettings:
             raise ValueError(f"'max_rows' must be an integer, 'auto' or 'all', got {self.max_rows!r}")
         if isinstance(self.max_rows, int) and self.max_rows < 1:
             raise ValueError(f"'max_rows' must be at least 1, got {self.max_rows}")
+        from workbook.synth.batched import MAX_PARALLEL
+
+        if not 1 <= self.generator_parallel <= MAX_PARALLEL:
+            raise ValueError(f"'generator_parallel' must be between 1 and {MAX_PARALLEL}, "
+                             f"got {self.generator_parallel}")
         if not 0.0 < self.dev_share < 1.0:
             raise ValueError(f"'dev_share' must be between 0 and 1, got {self.dev_share}")
         for key in ("synthetic_docs", "synthetic_shots", "passage_words", "generator_max_tokens", "umap_groups",

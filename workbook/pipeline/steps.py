@@ -42,6 +42,7 @@ STEPS: tuple[Step, ...] = (
             "generator",
             "generator_api",
             "generator_max_tokens",
+            "generator_parallel",
             "llm_base_url",
             "llm_model",
             "seed",

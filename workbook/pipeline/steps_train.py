@@ -116,7 +116,8 @@ def _make_generator(ctx: RunContext):
     st = ctx.settings
     if _generator_kind(ctx) == "openai":
         return OpenAIGenerator.from_config(ctx.cfg, api=st.generator_api, max_tokens=st.generator_max_tokens)
-    return LocalGenerator(cfg=ctx.cfg, max_tokens=st.generator_max_tokens, n_threads=st.generator_threads)
+    return LocalGenerator(cfg=ctx.cfg, max_tokens=st.generator_max_tokens, n_threads=st.generator_threads,
+                          parallel=st.generator_parallel)
 
 
 def step_synthetic(ctx: RunContext, out: Path) -> dict:

@@ -30,6 +30,8 @@ One module per part, all re-exported here (each imports only the ones listed bef
 - ``filters``: :class:`FilterSettings`, the filters and :func:`apply_filters`, :class:`RoundTrip`, the report
 - ``examples``: a team's example questions (``examples.jsonl``, :func:`load_examples`): the prompt's style when
   there are no query logs, checked never to be an evaluation query
+- ``batched``: :class:`~workbook.synth.batched.BatchedDecoder`, several prompts decoded side by side by llama.cpp
+  (``LocalGenerator(parallel=N)``; a document's text does not depend on its batch)
 - ``generators``: :class:`Generator`, :class:`LocalGenerator` (with :func:`gemma_path`), :class:`OpenAIGenerator`
 - ``cache``: :class:`GenerationCache`, :class:`CacheError`
 - ``generation``: :func:`generate_queries` (seeded per document, resumable) and :func:`generate` (no cache)

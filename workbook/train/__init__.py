@@ -12,7 +12,8 @@ Recipes (:data:`RECIPES`), all on (query, relevant doc, hard negative) rows:
   saved, so the result loads and serves like any other model.
 
 Two more losses for hard negatives (:data:`LOSSES`): ``mnrl-hard`` (MNRL that weights each explicit hard negative by
-its detached similarity) and ``gist`` (``GISTEmbedLoss`` guided by a frozen copy of the starting model).
+its detached similarity) and ``gist`` (``GISTEmbedLoss`` guided by a frozen copy of the starting model); and
+``margin-mse`` for GPL-style pseudo-labels on synthetic rows (:mod:`workbook.train.gpl`).
 
 Data sources: ``real`` (the train split's human queries: the "production logs" case), ``synthetic`` (notebook 04's
 generated queries) and ``both``. Hard negatives come from notebook 03's miner (:mod:`workbook.negatives`), the
@@ -29,6 +30,7 @@ Modules:
 - :mod:`workbook.train.run` — one fine-tuning run
 - :mod:`workbook.train.lookalike` — lookalike-aware runs compared on dev, and the pick rule
 - :mod:`workbook.train.stage` — a short second stage on lookalike siblings, from a trained model
+- :mod:`workbook.train.gpl` — GPL-style pseudo-labels (a cross-encoder's margins) for MarginMSE
 - :mod:`workbook.train.cards` — the trained-model cache (load_or_train) and its card (:mod:`workbook.cards`)
 """
 from __future__ import annotations
@@ -46,7 +48,9 @@ from workbook.train.devsets import (  # noqa: F401
     dev_candidates,
     dev_evaluator,
     full_dev_metrics,
+    pool_scorer,
 )
+from workbook.train.gpl import GPL_RECIPE, pseudo_labels  # noqa: F401
 
 # Every public name of the submodules, so `from workbook.train import load_or_train` keeps working.
 from workbook.train.lookalike import (  # noqa: F401

@@ -19,7 +19,8 @@ from workbook.files import atomic_write
 from workbook.models import load_model
 from workbook.retrieval import model_fingerprint
 from workbook.train.devsets import _dev_metrics, dev_evaluator
-from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, Recipe, final_training, get_recipe
+from workbook.train.gpl import pseudo_labels
+from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, LOSSES, Recipe, final_training, get_recipe
 from workbook.train.rows import data_hash, sample_rows, training_data_with_stats
 from workbook.train.run import TrainedModel, fine_tune
 
@@ -52,6 +53,7 @@ def load_or_train(
     dev_split: str | None = "dev",
     dev_scope: str = "corpus",
     negatives: str | None = None,
+    labeller=None,
 ) -> TrainedModel:
     """The fine-tuned model for (recipe, data source, rows): loaded when this exact run is saved, else trained.
 
@@ -76,6 +78,9 @@ def load_or_train(
         negatives: where the negative columns come from: ``"mined"`` (notebook 03's set), ``"lookalike"`` (the
             positive's curated lookalikes) or ``"both"`` (see :mod:`workbook.negatives.lookalike`); ``None``: mined,
             or the final training's when ``recipe`` is ``None`` too.
+        labeller: the cross-encoder whose margins label the rows, for a recipe whose loss needs labels
+            (``margin-mse``: GPL, :mod:`workbook.train.gpl`); the labels are part of the rows' hash, so another
+            labeller is another run.
 
     Returns:
         The :class:`TrainedModel`; ``card`` holds base model, data hash, recipe, timings and full-corpus dev metrics.
@@ -91,6 +96,10 @@ def load_or_train(
     rows = cfg.train_max_rows if max_rows == "auto" else max_rows
     data, mix = training_data_with_stats(cfg, ds, base, source, recipe.num_negatives, synthetic_pairs, negatives)
     data = sample_rows(data, rows, cfg.seed)
+    if LOSSES[recipe.loss].needs_labels:
+        if labeller is None:
+            raise ValueError(f"recipe {recipe.name!r}: loss {recipe.loss!r} needs a teacher's scores: pass labeller=")
+        data = pseudo_labels(labeller, data, batch_size=cfg.batch_size)
     digest = data_hash(data)
     base_fp = model_fingerprint(base)
     key = [asdict(recipe), source, rows, cfg.seed, base_fp, digest] + ([negatives] if negatives != "mined" else [])

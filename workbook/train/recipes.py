@@ -14,7 +14,9 @@ class Recipe:
         name: label for tables and folders.
         loss: a :data:`LOSSES` name: ``"mnrl"``, ``"cached-mnrl"``, ``"matryoshka"``, ``"mnrl-hard"`` (MNRL that
             up-weights the explicit hard negatives by their own similarity) or ``"gist"`` (GISTEmbed: a frozen copy
-            of the starting model drops every in-batch negative it scores above the positive).
+            of the starting model drops every in-batch negative it scores above the positive) or ``"margin-mse"``
+            (GPL: regress the score margin on a cross-encoder's, the rows' ``label`` column; see
+            :mod:`workbook.train.gpl`).
         lora: train a LoRA adapter only (``lora_r``, ``lora_alpha``, ``lora_dropout``) instead of every weight.
         num_negatives: mined hard negatives per row (0: in-batch negatives only).
         batch_size: rows per optimiser step (for ``cached-mnrl``: the large batch, split into ``mini_batch_size``).
@@ -56,10 +58,12 @@ class Loss:
         build: ``build(model, recipe, mini_batch_size)`` -> the sentence-transformers loss; ``mini_batch_size`` is
             set when the memory plan asks for gradient caching (see :func:`build_loss`).
         caches_gradients: the loss itself splits each batch into ``recipe.mini_batch_size`` mini-batches.
+        needs_labels: the rows need a ``label`` column (a teacher's scores, :func:`workbook.train.pseudo_labels`).
     """
 
     build: Callable[[object, Recipe, int | None], object]
     caches_gradients: bool = False
+    needs_labels: bool = False
 
 
 def _ranking_loss(model, mini_batch_size: int | None, **kwargs):
@@ -106,6 +110,13 @@ def _matryoshka(model, recipe: Recipe, mini_batch_size: int | None):
     return MatryoshkaLoss(model, _ranking_loss(model, mini_batch_size), matryoshka_dims=list(recipe.matryoshka_dims))
 
 
+def _margin_mse(model, recipe: Recipe, mini_batch_size: int | None):
+    """MarginMSE (GPL): the model's score margin positive minus negative regressed on the rows' ``label`` margins."""
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+
+    return MarginMSELoss(model)
+
+
 #: The losses a recipe can name. A new loss is one entry here; a new recipe is one entry of :data:`RECIPES`.
 LOSSES: dict[str, Loss] = {
     "mnrl": Loss(lambda model, recipe, mini: _ranking_loss(model, mini)),
@@ -113,6 +124,7 @@ LOSSES: dict[str, Loss] = {
     "matryoshka": Loss(_matryoshka),
     "mnrl-hard": Loss(_mnrl_hard),
     "gist": Loss(_gist),
+    "margin-mse": Loss(_margin_mse, needs_labels=True),
 }
 
 RECIPES = {

@@ -193,7 +193,8 @@ def fine_tune(
         recipe = replace(recipe, warmup_ratio=0.0)
     if evaluator is not None and steps <= (eval_steps or cfg.train_eval_steps):
         evaluator = None  # one evaluation, at the last step, has nothing to choose from: the last step is kept anyway
-    columns = {c: list(train_data[c]) for c in train_data.column_names}
+    # the text columns: a label column (MarginMSE's margins; the data collator's "label"/"score") is not tokenised
+    columns = {c: list(train_data[c]) for c in train_data.column_names if c not in ("label", "score")}
     cached = recipe.mini_batch_size if LOSSES[recipe.loss].caches_gradients else None
     memory_plan = plan_training_memory(model, columns, recipe.batch_size, cfg.train_memory_mb, cached)
     args = training_arguments(cfg, recipe, ckpt_dir, eval_steps, evaluator, max_steps, show_progress)
