@@ -109,8 +109,8 @@ def table(result: dict) -> str:
         same = "yes" if r["same_text_as_batched_reference"] else "no"
         lines.append(f"| {r['setting']} | {r['threads']} | {r['docs_per_s']} | {r['queries_per_s']} | "
                      f"{r['tokens_per_s']} | {r['speedup']}x | {same} |")  # fmt: skip
-    lines += ["", "One at a time is another decoder (llama-cpp-python's own sampling loop), so its text differs from the "
-              "batched decoder's; every batched row must give the same text for every document."]  # fmt: skip
+    lines += ["", "One at a time is another decoder (llama-cpp-python's own sampling loop), so its text differs "
+              "from the batched decoder's; every batched row must give the same text for every document."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ weights are loaded without llama.cpp's repacked layouts (whose batch kernels dif
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,7 +68,8 @@ class BatchedDecoder:
         # layouts, whose batch kernels differ from their one-row kernels (see the module's docstring).
         mparams = llama_cpp.llama_model_default_params()
         mparams.use_extra_bufts = False
-        self.model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
+        with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp's loading notes (see LocalGenerator)
+            self.model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")
         params = llama_cpp.llama_context_default_params()
@@ -76,7 +79,8 @@ class BatchedDecoder:
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False  # a cache per sequence: its layout, so its arithmetic, does not depend on the others
         params.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not make a context for {parallel} sequences of {n_ctx} tokens")
         self.mem = llama_cpp.llama_get_memory(self.ctx)
@@ -87,7 +91,7 @@ class BatchedDecoder:
         self.head_tokens: list[int] = []
 
     def close(self) -> None:
-        """Free the batch and the context (the model belongs to ``llm``)."""
+        """Free the batch, the context and this decoder's copy of the model."""
         if self.ctx:
             self.lib.llama_batch_free(self.batch)
             self.lib.llama_free(self.ctx)
