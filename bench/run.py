@@ -357,6 +357,15 @@ def md_synth_gpl(synth_gpl: dict | None) -> str:
     return synth_gpl_table(synth_gpl)
 
 
+def md_synth_style(synth_style: dict | None) -> str:
+    if not synth_style:
+        return "_not measured yet_ (run `WORKBOOK_FAST=0 bench/synth_style.py`)"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from synth_style import table as synth_style_table
+
+    return synth_style_table(synth_style)
+
+
 def md_train_step(train_step: dict | None) -> str:
     if not train_step:
         return "_not measured yet_ (run `bench/train_step.py`)"
@@ -400,13 +409,13 @@ def main() -> None:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
         scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
-                   "train_step.py", "synth_speed.py", "synth_gpl.py")
+                   "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl = (
+    mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl, synth_style = (
         _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step",
-                           "synth_speed", "synth_gpl")
+                           "synth_speed", "synth_gpl", "synth_style")
     )
     rows = all_targets(mining, quality, e2e, memory)
     import torch
@@ -421,6 +430,7 @@ def main() -> None:
                        ("speed", md_speed(speed, mining)), ("precision", md_precision(precision)),
                        ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
                        ("synth-speed", md_synth_speed(synth_speed)), ("synth-gpl", md_synth_gpl(synth_gpl)),
+                       ("synth-style", md_synth_style(synth_style)),
                        ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)
