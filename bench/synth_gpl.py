@@ -82,10 +82,10 @@ def main() -> None:
     train("real, mnrl", recipe="mnrl", source="real")
     train("synthetic, mnrl", recipe="mnrl", source="synthetic")
     labels = {}
+    rows = sample_rows(rows_of(cfg, ds, base, "synthetic"), budget, cfg.seed)  # the rows load_or_train labels
     for name, teacher in teachers.items():
         train(f"synthetic, gpl ({name})", recipe=GPL_RECIPE, source="synthetic", labeller=teacher)
-        margins = np.asarray(pseudo_labels(teacher, sample_rows(rows_of(cfg, ds, base, "synthetic"), budget,
-                                                                cfg.seed))["label"])  # fmt: skip
+        margins = np.asarray(pseudo_labels(teacher, rows)["label"])
         labels[name] = {"mean margin": round(float(margins.mean()), 4),
                         "share with the negative scored above the positive": round(float((margins < 0).mean()), 4)}
     b, r = runs["base"]["dev"], runs["real, mnrl"]["dev"]

@@ -347,6 +347,7 @@ def test_settings_file_errors_name_file_and_key(tmp_path, capsys):
                         ('max_rows = "lots"', "'max_rows' must be an integer, 'auto' or 'all'"),
                         ('recipe = "sgd"', "'recipe' must be one of"),
                         ('negatives = "curated"', "'negatives' must be one of"),
+                        ("generator_parallel = 8", "'generator_parallel' must be between 1 and 4"),
                         ("truncate_dims = [64, true]", r"key 'truncate_dims'\[1\]: expected int"),
                         ("seed = ", "not valid TOML"),
                         ("fast = true", "key 'fast': set the mode with --fast")):  # fmt: skip

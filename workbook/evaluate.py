@@ -404,14 +404,14 @@ def interpolation_curve(
 
     from tqdm.auto import tqdm
 
-    from workbook.precision import resolve, set_precision
+    from workbook.precision import _device_of, resolve, set_precision
 
     if 0.0 not in alphas:
         raise ValueError("alphas must include 0 (the base model, the reference)")
     rows = {}
     for alpha in tqdm(sorted(alphas), desc="interpolations"):
         model = base if alpha == 0 else tuned if alpha == 1 else interpolate_weights(base, tuned, alpha)
-        if resolve(precision, str(getattr(model, "device", "cpu"))) != "fp32":  # copy the ends only to change them
+        if resolve(precision, _device_of(model)) != "fp32":  # copy the ends only to change them
             model = set_precision(model if 0 < alpha < 1 else copy.deepcopy(model), precision)
         rows[float(alpha)] = {"domain": float(score_domain(model)), "general": float(score_general(model))}
     frame = pd.DataFrame.from_dict(rows, orient="index")

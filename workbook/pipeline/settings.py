@@ -113,11 +113,9 @@ class PipelineSettings:
             raise ValueError(f"'max_rows' must be an integer, 'auto' or 'all', got {self.max_rows!r}")
         if isinstance(self.max_rows, int) and self.max_rows < 1:
             raise ValueError(f"'max_rows' must be at least 1, got {self.max_rows}")
-        from workbook.synth.batched import MAX_PARALLEL
+        from workbook.synth.batched import check_parallel
 
-        if not 1 <= self.generator_parallel <= MAX_PARALLEL:
-            raise ValueError(f"'generator_parallel' must be between 1 and {MAX_PARALLEL}, "
-                             f"got {self.generator_parallel}")
+        check_parallel(self.generator_parallel, "'generator_parallel'")
         if not 0.0 < self.dev_share < 1.0:
             raise ValueError(f"'dev_share' must be between 0 and 1, got {self.dev_share}")
         for key in ("synthetic_docs", "synthetic_shots", "passage_words", "generator_max_tokens", "umap_groups",

@@ -25,6 +25,20 @@ from dataclasses import dataclass
 
 #: The most sequences decoded side by side (see the module's docstring for why not more).
 MAX_PARALLEL = 4
+
+
+def check_parallel(value: int, name: str = "parallel") -> int:
+    """``value`` when it is a number of sequences the decoder keeps apart (1 to :data:`MAX_PARALLEL`).
+
+    Raises:
+        ValueError: outside that range (``name`` is the setting's name in the message).
+    """
+    if not 1 <= value <= MAX_PARALLEL:
+        raise ValueError(f"{name} must be between 1 and {MAX_PARALLEL} (a document's text stays the same in any batch "
+                         f"only up to there), got {value}")
+    return value
+
+
 #: The sampling chain of llama-cpp-python's ``create_completion`` (its defaults for what the generator leaves unset).
 TOP_K, MIN_P, PENALTY_LAST_N = 40, 0.05, 64
 
@@ -58,10 +72,7 @@ class BatchedDecoder:
                  repeat_penalty: float, max_tokens: int):  # fmt: skip
         import llama_cpp
 
-        if not 1 <= parallel <= MAX_PARALLEL:
-            raise ValueError(f"parallel must be between 1 and {MAX_PARALLEL} (a sequence's text stays the same in any "
-                             f"batch only up to there), got {parallel}")
-        self.lib, self.llm, self.parallel = llama_cpp, llm, parallel
+        self.lib, self.llm, self.parallel = llama_cpp, llm, check_parallel(parallel)
         self.temperature, self.top_p, self.repeat_penalty = temperature, top_p, repeat_penalty
         self.max_tokens = max_tokens
         # Its own copy of the weights (memory-mapped: the file's pages are shared) without llama.cpp's repacked

@@ -115,7 +115,7 @@ class LocalGenerator:
             (:class:`~workbook.synth.batched.BatchedDecoder`, sharing the head's cache); 1 decodes one prompt at a time
             through llama-cpp-python's ``create_completion``. Any value above 1 gives the same output as any other (a
             sequence does not depend on its batch), so only "batched" is in the cache key. 4 with 2 threads generated
-            2.4x as many documents per second as 1 with 1 thread on 2 cores (``bench/synth_speed.py``).
+            2.1x as many documents per second as 1 with 1 thread on 2 cores (``bench/synth_speed.py``).
     """
 
     kind = "completion"
@@ -133,10 +133,9 @@ class LocalGenerator:
         n_threads: int | None = None,
         parallel: int = 1,
     ):
-        from workbook.synth.batched import MAX_PARALLEL
+        from workbook.synth.batched import check_parallel
 
-        if not 1 <= parallel <= MAX_PARALLEL:
-            raise ValueError(f"parallel must be between 1 and {MAX_PARALLEL}, got {parallel}")
+        check_parallel(parallel)  # before the model loads
         try:  # optional and heavy (the [llm] extra, a compiled library): imported only when a local model is built
             from llama_cpp import Llama
         except ImportError as exc:
