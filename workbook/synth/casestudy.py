@@ -36,6 +36,11 @@ _INSTRUCTION = (
     "Each diagnosis from a medical code list is followed by {n} other names, phrases or abbreviations "
     "that clinicians use for it."
 )
+#: The prompt variant asking for the clinician's own wording, not the code list's (``bench/synth_generators.py``).
+CLINICIAN_INSTRUCTION = (
+    "Each diagnosis from a medical code list is followed by {n} ways a clinician would actually write it in a note "
+    "or type it into a search box: their own shorthand, everyday synonyms and abbreviations, not the list's wording."
+)
 
 
 # ------------------------------------------------------------------------------------------------ prompts
@@ -54,6 +59,8 @@ def few_shot_template(
     seed: int = 42,
     min_overlap: float = 0.1,
     max_overlap: float = 0.6,
+    instruction: str = _INSTRUCTION,
+    name: str = "few-shot",
 ) -> PromptTemplate:
     """A few-shot template from real training queries, so the model sees how users actually word them.
 
@@ -71,6 +78,8 @@ def few_shot_template(
         min_queries: queries an example needs.
         seed: the sampling seed.
         min_overlap, max_overlap: the range of overlap an example query may have with its description.
+        instruction: the instruction line, with ``{n}`` for ``per_shot`` (e.g. :data:`CLINICIAN_INSTRUCTION`).
+        name: the template's name.
 
     Returns:
         The template; its shots' doc ids are recorded (leave them out of the documents to generate for).
@@ -112,7 +121,7 @@ def few_shot_template(
         if all(s.doc_id != doc_id for s in shots):
             shots.append(Shot(doc_id, ds.corpus[doc_id]["text"], tuple(sorted(per_doc[doc_id])[:per_shot])))
     shots.sort(key=lambda s: s.doc_id)
-    return PromptTemplate("few-shot", _INSTRUCTION.format(n=per_shot), tuple(shots))
+    return PromptTemplate(name, instruction.format(n=per_shot), tuple(shots))
 
 
 # ------------------------------------------------------------------------------------------------ sampling

@@ -20,6 +20,11 @@ def doc_seed(seed: int, doc_id: str) -> int:
     return int(text_sha256(f"{seed}:{doc_id}", 8), 16) % (2**31 - 1)
 
 
+def _stop(template: PromptTemplate, n: int) -> list[str]:
+    """The stop sequences: the template's, and the end of the first line when one query per call is asked."""
+    return [*template.stop, "\n"] if n == 1 else template.stop
+
+
 def prompt_for(generator: Generator, template: PromptTemplate, passage: str):
     """The prompt in the form the generator takes: text for completion models, messages for chat models."""
     return template.messages(passage) if generator.kind == "chat" else template.render(passage)
@@ -79,7 +84,7 @@ def generate_queries(
         template: the prompt template.
         passages: doc id -> passage text (generated in this order; pass sorted ids for a reproducible log).
         cache: the resumable cache.
-        n: queries kept per document.
+        n: queries kept per document; 1 asks one query per call (generation stops at the end of its first line).
         seed: the run seed (each document gets :func:`doc_seed`).
         show_progress: a tqdm bar over documents.
 
@@ -87,7 +92,8 @@ def generate_queries(
         The records and what was new or reused.
     """
     template_hash = cache.register("template", template.to_dict())
-    settings = {**generator.settings(), "n": n, "stop": template.stop}
+    stop = _stop(template, n)
+    settings = {**generator.settings(), "n": n, "stop": stop}
     settings_hash = cache.register("settings", {"generator": generator.name, **settings})
     jobs = []
     for doc_id, passage in passages.items():
@@ -104,7 +110,7 @@ def generate_queries(
         for start in range(0, len(todo), generator.batch_size):
             batch = todo[start : start + generator.batch_size]
             t0 = time.perf_counter()
-            outs = generator.complete([j[2] for j in batch], [j[4] for j in batch], template.stop)
+            outs = generator.complete([j[2] for j in batch], [j[4] for j in batch], stop)
             spent = time.perf_counter() - t0
             seconds += spent
             for (doc_id, key, _, prompt_sha, dseed), out in zip(batch, outs, strict=True):
@@ -127,9 +133,8 @@ def generate(
     prompts = [prompt_for(generator, template, p) for p in passages]
     seeds = [doc_seed(seed, _sha(p)) for p in passages]
     out: list[list[str]] = []
-    for start in range(0, len(prompts), generator.batch_size):
-        outs = generator.complete(
-            prompts[start : start + generator.batch_size], seeds[start : start + generator.batch_size], template.stop
-        )
+    stop, size = _stop(template, n), generator.batch_size
+    for start in range(0, len(prompts), size):
+        outs = generator.complete(prompts[start : start + size], seeds[start : start + size], stop)
         out += [parse_queries(o.text, n) for o in outs]
     return out

