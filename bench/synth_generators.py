@@ -94,13 +94,14 @@ def main() -> None:
     threads = min(os.cpu_count() or 2, 8)  # generation runs alone here: every core (bench/synth_speed.py)
 
     def generated(generator, template, n: int = 3, calls: int = 1) -> tuple[pd.DataFrame, float, int]:
-        """Candidates for every document (``calls`` seeded calls of ``n`` queries each), seconds, new documents."""
+        """Candidates for every document (``calls`` seeded calls of ``n`` queries each), seconds, and new documents
+        (a document generated anew in every one of its calls counts once)."""
         frames, seconds, new = [], 0.0, 0
         for k in range(calls):
             run = generate_queries(generator, template, passages, cache, n=n, seed=cfg.seed + k, show_progress=False)
             frames.append(run.candidates())
             seconds, new = seconds + run.seconds, new + run.new
-        return pd.concat(frames, ignore_index=True), seconds, new
+        return pd.concat(frames, ignore_index=True), seconds, new / calls
 
     candidates: dict[str, tuple[pd.DataFrame, float, int, str]] = {}
     local = LocalGenerator(cfg=cfg, parallel=4, n_threads=threads)
