@@ -52,7 +52,6 @@ def main() -> None:
     import pandas as pd
 
     from workbook.config import get_config
-    from workbook.data import equivalence_key
     from workbook.models import load_model
     from workbook.synth import (
         CASE_STUDY_ATTRIBUTES,
@@ -66,11 +65,11 @@ def main() -> None:
         apply_filters,
         attribute_mismatch,
         case_study_plan,
-        eval_query_keys,
         few_shot_template,
         filter_report,
         gemma_path,
         generate_queries,
+        kept_pairs,
         profile_summary,
         query_profile,
         real_items,
@@ -86,7 +85,6 @@ def main() -> None:
     shots = {s.doc_id for t in (committed, clinician) for s in t.shots}
     docs = sorted(random.Random(cfg.seed).sample([c for c in codes if c not in shots], min(args.docs, len(codes))))
     passages = {d: ds.corpus[d]["text"] for d in docs}
-    leaks = eval_query_keys(ds, ("dev", "test"))
     base = load_model(cfg.base_model, cfg)
     round_trip = RoundTrip(ds, base, k=FilterSettings().round_trip_k, cache_dir=cfg.cache_dir / "embeddings")
     lookalikes = LookalikeCheck(ds, attributes=CASE_STUDY_ATTRIBUTES)
@@ -124,9 +122,7 @@ def main() -> None:
     sets, runs, profiles = {}, {}, []
     for name, (cands, seconds, new, how) in candidates.items():
         filtered = apply_filters(cands, ds, round_trip, lookalikes=lookalikes)
-        kept = filtered[filtered["kept"]]
-        pairs = sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)
-                        if equivalence_key(q) not in leaks}, key=lambda p: (p[1], p[0]))  # fmt: skip
+        pairs = kept_pairs(filtered)  # the filters' leakage guard has dropped every dev and test wording
         sets[name] = pairs
         report = filter_report(filtered)
         profiles.append(query_profile([(q, [d]) for q, d in pairs], ds, name))

@@ -54,6 +54,7 @@ def main() -> None:
         case_study_plan,
         eval_query_keys,
         generate_queries,
+        kept_pairs,
         load_synthetic_pairs,
         zero_shot_template,
     )
@@ -82,9 +83,7 @@ def main() -> None:
         run = generate_queries(generator, template, passages, cache, seed=cfg.seed, show_progress=False)
         seconds = time.perf_counter() - start
         filtered = apply_filters(run.candidates(), ds, round_trip, lookalikes=lookalikes)
-        kept = filtered[filtered["kept"]]
-        sets[name] = sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)
-                             if equivalence_key(q) not in leaks}, key=lambda p: (p[1], p[0]))  # fmt: skip
+        sets[name] = kept_pairs(filtered)  # the filters' leakage guard has dropped every dev and test wording
         runs[name] = {"examples": n, "candidates": len(filtered), "kept": len(sets[name]),
                       "kept_share": round(len(sets[name]) / max(len(filtered), 1), 4),
                       "generation_seconds": round(seconds, 1), "new_docs": run.new,

@@ -384,6 +384,12 @@ def test_smollm2_missing_package_says_how_to_install(monkeypatch):
         smollm2_path()
 
 
+def test_kept_pairs_are_the_distinct_kept_rows_sorted_by_doc():
+    filtered = pd.DataFrame({"query": ["b", "a", "a", "c", "z"], "doc_id": ["D2", "D2", "D2", "D1", "D0"],
+                             "kept": [True, True, True, True, False]})  # fmt: skip
+    assert synth.kept_pairs(filtered) == [("c", "D1"), ("a", "D2"), ("b", "D2")]
+
+
 def test_the_makefile_installs_the_smollm2_version_the_code_names():
     from workbook.synth import server
 

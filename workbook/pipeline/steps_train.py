@@ -167,8 +167,7 @@ def step_synthetic(ctx: RunContext, out: Path) -> dict:
     round_trip = synth.RoundTrip(ds, ctx.base, k=synth.FilterSettings().round_trip_k, cache_dir=ctx.emb_cache)
     lookalikes = synth.LookalikeCheck(ds) if ds.extras.get("lookalikes") else None  # the dataset's lookalikes.jsonl
     filtered = synth.apply_filters(run.candidates(), ds, round_trip, lookalikes=lookalikes)
-    kept = filtered[filtered["kept"]]
-    pairs = sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)}, key=lambda p: (p[1], p[0]))
+    pairs = synth.kept_pairs(filtered)
     write_json(out / "pairs.json", pairs)
     cols = ["doc_id", "source_doc", "position", "query", "kept", "dropped_by", "why", "overlap", "dense_rank",
             "bm25_rank"]  # fmt: skip

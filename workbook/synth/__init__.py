@@ -27,7 +27,8 @@ One module per part, all re-exported here (each imports only the ones listed bef
 
 - ``prompts``: :class:`PromptTemplate` and :class:`Shot`, :func:`parse_queries`, :data:`QUERIES_PER_DOC`
 - ``lookalike``: :class:`LookalikeCheck` (the lookalike filter) and :func:`attribute_mismatch` (its measure)
-- ``filters``: :class:`FilterSettings`, the filters and :func:`apply_filters`, :class:`RoundTrip`, the report
+- ``filters``: :class:`FilterSettings`, the filters and :func:`apply_filters` (:func:`kept_pairs` reads what it
+  kept), :class:`RoundTrip`, the report
 - ``examples``: a team's example questions (``examples.jsonl``, :func:`load_examples`): the prompt's style when
   there are no query logs, checked never to be an evaluation query
 - ``batched``: :class:`~workbook.synth.batched.BatchedDecoder`, several prompts decoded side by side by llama.cpp
@@ -77,6 +78,7 @@ from workbook.synth.filters import (
     filter_report,
     format_problem,
     is_copy,
+    kept_pairs,
     lexical_overlap,
     passage_views,
 )
@@ -142,6 +144,7 @@ __all__ = [
     "generate_case_study",
     "generate_queries",
     "is_copy",
+    "kept_pairs",
     "lexical_overlap",
     "load_provenance",
     "load_synthetic_candidates",

@@ -229,6 +229,12 @@ def apply_filters(
     return out
 
 
+def kept_pairs(filtered: pd.DataFrame) -> list[tuple[str, str]]:
+    """The distinct (query, doc id) pairs :func:`apply_filters` kept, sorted by doc id then query (training rows)."""
+    kept = filtered[filtered["kept"]]
+    return sorted({(q, d) for q, d in zip(kept["query"], kept["doc_id"], strict=True)}, key=lambda p: (p[1], p[0]))
+
+
 def filter_report(filtered: pd.DataFrame) -> pd.DataFrame:
     """Per filter, in order: queries in, dropped, kept, the share dropped, and the reasons (most common first)."""
     rows = []
