@@ -279,8 +279,9 @@ def table(result: dict) -> str:
                      f"{s['achieved GFLOP/s']} | {s['of ceiling']:.0%} |")  # fmt: skip
     same = result.get("chunked vs plain (one batch, no dropout)")
     if same:
-        lines += ["", "Length-sorted chunks (`cfg.train_chunk_rows`, off by default until the full case study is "
-                      "re-run) against the plain step on one batch, from the same weights without dropout: loss "
+        lines += ["", "Length-sorted chunks (`cfg.train_chunk_rows`: on in fast mode, off in full mode until the full "
+                      "case study is re-run) against the plain step on one batch, from the same weights without "
+                      "dropout: loss "
                       f"{same['loss plain']} vs {same['loss chunked']}, gradients "
                       f"{same['gradient difference (relative L2)']} apart (relative L2)."]  # fmt: skip
     runs = result["trainer"]

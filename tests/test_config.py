@@ -24,6 +24,23 @@ def test_explicit_arguments_win(monkeypatch):
     assert cfg.replace(fast=True).icd10cm_dir.name == "fast"
 
 
+def test_length_chunks_default_to_fast_mode_only_and_follow_a_mode_change():
+    import pytest
+
+    from workbook.config import FAST_TRAIN_CHUNK_ROWS
+    from workbook.train.run import forward_key
+
+    fast, full = default_config(fast=True), default_config(fast=False)
+    assert (fast.train_chunk_rows, full.train_chunk_rows) == (FAST_TRAIN_CHUNK_ROWS, None)
+    assert forward_key(full) == []  # full-mode run folders keep the keys of the committed runs
+    assert forward_key(fast) == [{"train_chunk_rows": FAST_TRAIN_CHUNK_ROWS}]
+    assert fast.replace(fast=False).train_chunk_rows is None and full.replace(fast=True).train_chunk_rows == 16
+    assert default_config(fast=True, train_chunk_rows=None).replace(fast=True).train_chunk_rows is None
+    assert default_config(fast=False, train_chunk_rows=8).replace(fast=True).train_chunk_rows == 8  # chosen: kept
+    with pytest.raises(ValueError, match="train_chunk_rows"):
+        default_config(train_chunk_rows=0)
+
+
 def test_cache_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
     cfg = get_config()

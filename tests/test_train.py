@@ -247,6 +247,8 @@ def test_fine_tune_moves_weights_and_resumes_after_interruption(tmp_path, minilm
                      show_progress=False)  # fmt: skip
     assert done.card["resumed"] and done.card["steps"] == 4
     assert Count.steps == [3, 4]  # the second run went on from checkpoint-2; it did not start over
+    # no evaluator: the last step's checkpoint (weights and optimiser state) is skipped, the model is saved instead
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert (done.path / "config.json").is_file()
     tuned_emb = done.model.encode(["NSTEMI"], normalize_embeddings=True)
     assert not np.allclose(base_emb, tuned_emb, atol=1e-4)  # the weights moved

@@ -242,6 +242,20 @@ def file_evidence(rel: str, root: Path = ROOT) -> list[float]:
     return numbers_in(path.read_text(encoding="utf-8"))
 
 
+#: Evidence of a scoped section by its sources and their (modification time, size): indexing a notebook's outputs is
+#: the cost of a check, and the same sources are checked many times (the prose-claims test edits 200+ numbers).
+_SCOPED: dict[tuple, Evidence] = {}
+
+
+def _scoped_evidence(rels: tuple[str, ...], root: Path) -> Evidence:
+    """The :class:`Evidence` of these sources (values and records), built again only when one of them changed."""
+    key = (str(root), *((rel, (root / rel).stat().st_mtime_ns, (root / rel).stat().st_size) for rel in rels))
+    if key not in _SCOPED:
+        _SCOPED[key] = Evidence((v for rel in rels for v in file_evidence(rel, root)),
+                                (r for rel in rels for r in file_records(rel, root)))  # fmt: skip
+    return _SCOPED[key]
+
+
 def check_text(text: str, where: str, evidence: Evidence, root: Path = ROOT) -> list[Claim]:
     """Unbacked numbers in a markdown document.
 
@@ -253,9 +267,7 @@ def check_text(text: str, where: str, evidence: Evidence, root: Path = ROOT) -> 
     parts = _SCOPE.split(text)
     bad = unbacked(prose_claims(parts[0], where), evidence, ALLOWED.get(where))
     for sources, body in zip(parts[1::2], parts[2::2], strict=True):
-        rels = sources.split()
-        scoped = Evidence((v for rel in rels for v in file_evidence(rel, root)),
-                          (r for rel in rels for r in file_records(rel, root)))  # fmt: skip
+        scoped = _scoped_evidence(tuple(sources.split()), root)
         for line in body.splitlines():
             claims = _not_allowed(prose_claims(line, where), ALLOWED.get(where))
             if line.lstrip().startswith("|") and len(claims) >= ROW_CLAIMS:

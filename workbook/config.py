@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 FAST_ENV = "WORKBOOK_FAST"
+#: Fast mode's ``Config.train_chunk_rows`` (texts per length-sorted chunk of a training batch).
+FAST_TRAIN_CHUNK_ROWS = 16
 CACHE_ENV = "WORKBOOK_CACHE"
 SEED_ENV = "WORKBOOK_SEED"
 
@@ -78,9 +80,10 @@ class Config:
     # Training: embed each batch in length-sorted chunks of this many texts, each padded only to its own longest text
     # (workbook.train.length_chunked). The case study's batches are half padding: chunks of 16 make a fast-mode run's
     # steps 1.6x faster (bench/train_step.py). None: one padded forward per column, as sentence-transformers does.
-    # Off until the full case study is re-run with it: dropout masks are drawn per chunk, so the trained weights
-    # differ from the committed runs' like another dropout draw (the loss and gradients without dropout do not).
-    train_chunk_rows: int | None = None
+    # "auto" (resolved when the config is built): 16 in fast mode, None in full mode until the full case study is
+    # re-run with it, since dropout masks are drawn per chunk, so the trained weights differ from the committed runs'
+    # like another dropout draw (the loss and gradients without dropout do not). A run's folder key includes it.
+    train_chunk_rows: int | None | str = "auto"
     # Retrieval depth kept for evaluation (Recall@100 needs 100).
     top_k: int = 100
     # Reranker: a cross-encoder folder to use; None trains one on the train split (no pretrained one ships offline).
@@ -104,6 +107,14 @@ class Config:
     llm_base_url: str | None = None
     llm_model: str | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train_chunk_rows == "auto":
+            object.__setattr__(self, "train_chunk_rows", FAST_TRAIN_CHUNK_ROWS if self.fast else None)
+        elif self.train_chunk_rows is not None and (not isinstance(self.train_chunk_rows, int)
+                                                    or self.train_chunk_rows < 1):
+            raise ValueError(f"train_chunk_rows must be a positive integer, None or 'auto', "
+                             f"not {self.train_chunk_rows!r}")
 
     @property
     def mode(self) -> str:
@@ -177,7 +188,11 @@ class Config:
         return 300 if self.fast else 1000
 
     def replace(self, **changes) -> Config:
-        """A copy with some fields changed."""
+        """A copy with some fields changed (a new ``fast`` re-resolves a mode-default ``train_chunk_rows``)."""
+        if "fast" in changes and "train_chunk_rows" not in changes:
+            default = FAST_TRAIN_CHUNK_ROWS if self.fast else None
+            if self.train_chunk_rows == default:
+                changes["train_chunk_rows"] = "auto"
         return dataclasses.replace(self, **changes)
 
 

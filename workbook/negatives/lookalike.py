@@ -29,7 +29,7 @@ from workbook.data import Dataset
 from workbook.diagnose.collapse import sibling_map
 from workbook.negatives.known import _KnownIndex
 from workbook.negatives.settings import TRAIN_LABELS
-from workbook.retrieval import encode, encode_cached
+from workbook.retrieval import encode_cached
 
 #: How a row's negative columns are filled (see the module docstring).
 NEGATIVE_SOURCES = ("mined", "lookalike", "both")
@@ -88,7 +88,8 @@ def lookalike_negatives(
     row = {d: i for i, d in enumerate(doc_ids)}
     doc_emb = encode_cached(model, ds.doc_texts(), cache_dir, show_progress=False)
     qids = sorted({q for (q, _), c in candidates.items() if c})
-    q_emb = dict(zip(qids, encode(model, [ds.queries[q] for q in qids], show_progress=False), strict=True))
+    q_texts = [ds.queries[q] for q in qids]  # the same queries for every run from one base: cached like the corpus
+    q_emb = dict(zip(qids, encode_cached(model, q_texts, cache_dir, show_progress=False), strict=True))
     out = {}
     for key, cands in candidates.items():
         if len(cands) > 1:

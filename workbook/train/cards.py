@@ -22,7 +22,7 @@ from workbook.train.devsets import _dev_metrics, dev_evaluator
 from workbook.train.gpl import pseudo_labels
 from workbook.train.recipes import DEFAULT_RECIPE, DEFAULT_SOURCE, LOSSES, Recipe, final_training, get_recipe
 from workbook.train.rows import data_hash, sample_rows, training_data_with_stats
-from workbook.train.run import TrainedModel, fine_tune
+from workbook.train.run import TrainedModel, fine_tune, forward_key
 
 
 def _versions() -> dict[str, str]:
@@ -103,6 +103,7 @@ def load_or_train(
     digest = data_hash(data)
     base_fp = model_fingerprint(base)
     key = [asdict(recipe), source, rows, cfg.seed, base_fp, digest] + ([negatives] if negatives != "mined" else [])
+    key += forward_key(cfg)
     key_src = json.dumps(key, sort_keys=True)
     folder = run_dir(cfg, recipe, source, rows, hashlib.sha256(key_src.encode()).hexdigest()[:10], negatives)
     final = folder / "model"

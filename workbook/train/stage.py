@@ -26,7 +26,7 @@ from workbook.train.cards import _versions, load_or_train, load_saved_run, save_
 from workbook.train.devsets import _dev_metrics
 from workbook.train.recipes import Recipe
 from workbook.train.rows import data_hash, sample_rows
-from workbook.train.run import TrainedModel, fine_tune
+from workbook.train.run import TrainedModel, fine_tune, forward_key
 
 #: The stage's recipe: MNRL over (query, positive, hardest sibling, mined negative), one pass of
 #: ``cfg.sibling_stage_rows`` rows. Its learning rate was chosen on dev (whole corpus) among 1e-5, 3e-5 and 5e-5 by
@@ -103,7 +103,8 @@ def sibling_stage(
     max_rows = cfg.sibling_stage_rows if max_rows == "auto" else max_rows
     data, stats = sibling_rows(cfg, ds, start.model, base, max_rows, control=control)
     digest, start_fp = data_hash(data), model_fingerprint(start.model)
-    key = hashlib.sha256(json.dumps([asdict(recipe), max_rows, cfg.seed, start_fp, digest]).encode()).hexdigest()[:10]
+    key_src = [asdict(recipe), max_rows, cfg.seed, start_fp, digest] + forward_key(cfg)
+    key = hashlib.sha256(json.dumps(key_src).encode()).hexdigest()[:10]
     name = f"{start.path.parent.name}-{recipe.name}-{key}" + ("-control" if control else "")
     folder = start.path.parent.with_name(name)
     dev_split = dev_split if dev_split in ds.qrels else None
