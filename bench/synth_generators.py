@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "synth_generators.json"
 METRICS = ("recall@10", "ndcg@10", "mrr@10")
 COMMITTED = "gemma-3-270m, few-shot (the committed prompt)"
+# The two servers' ports: fixed, since an endpoint's URL is part of its generator's cache key (a re-run reuses them).
+SERVER_PORTS = (18271, 18272)
 
 
 def main() -> None:
@@ -110,12 +112,13 @@ def main() -> None:
     ):
         candidates[name] = (*generated(local, template, n, calls), "llama.cpp in process, 4 sequences batched")
     local.close()
-    for name, path, alias, api in (
+    for name, path, alias, api, port in (
         ("gemma-3-270m, few-shot, via llama.cpp's OpenAI-compatible server", gemma_path(cfg), "gemma-3-270m",
-         "completions"),
-        ("SmolLM2-135M-Instruct, few-shot chat, via the same server", smollm2_path(), "smollm2-135m-instruct", "chat"),
+         "completions", SERVER_PORTS[0]),
+        ("SmolLM2-135M-Instruct, few-shot chat, via the same server", smollm2_path(), "smollm2-135m-instruct", "chat",
+         SERVER_PORTS[1]),
     ):  # fmt: skip
-        with llama_server(path, alias, n_threads=threads) as url:
+        with llama_server(path, alias, n_threads=threads, port=port) as url:
             endpoint = OpenAIGenerator(url, alias, api=api, max_tokens=local.max_tokens)
             candidates[name] = (*generated(endpoint, committed), f"OpenAIGenerator, {api} API, 127.0.0.1")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from workbook.config import get_config
 from workbook.data import normalize_query, subset
 from workbook.icd10cm import load_icd10cm
 from workbook.models import ModelNotAvailableError
-from workbook.synth.server import llama_server, smollm2_path
+from workbook.synth.server import free_port, llama_server, smollm2_path
 
 MAX_TOKENS = 16  # a few tokens: enough to see real text, fast on 2 cores
 
@@ -366,7 +367,9 @@ def test_openai_chat_against_real_server(server, template):
 def test_smollm2_chat_against_real_server(ds, template, tmp_path):
     path = smollm2_path()
     assert path.suffix == ".gguf" and path.stat().st_size > 50e6
-    with llama_server(path, "smollm2") as url:
+    port = free_port()
+    with llama_server(path, "smollm2", port=port) as url:  # a fixed port: the same URL, so the same cache key
+        assert url == f"http://127.0.0.1:{port}/v1"
         gen = synth.OpenAIGenerator(url, "smollm2", api="chat", max_tokens=24)
         docs = [d for d in ds.corpus if d.startswith("I21.")][:2]
         run = synth.generate_queries(gen, template, _passages(ds, docs), synth.GenerationCache(tmp_path), seed=1)
@@ -404,6 +407,12 @@ def test_server_that_cannot_load_its_model_fails_with_its_output(tmp_path):
         pass
     with pytest.raises(FileNotFoundError, match="no GGUF model file"), llama_server(tmp_path / "none.gguf", "x"):
         pass
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"port {port} on 127.0.0.1 is in use"), llama_server(bad, "x", port=port):
+            pass
 
 
 def test_openai_endpoint_from_config_and_environment(monkeypatch, cfg):

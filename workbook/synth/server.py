@@ -62,6 +62,7 @@ def llama_server(
     n_threads: int | None = None,
     chat_format: str | None = None,
     timeout: float = 120.0,
+    port: int | None = None,
 ) -> Iterator[str]:
     """Serve a GGUF model with ``python -m llama_cpp.server`` on 127.0.0.1; yields the ``.../v1`` base URL.
 
@@ -74,16 +75,26 @@ def llama_server(
         n_threads: CPU threads (``None``: half the logical CPUs, as :class:`LocalGenerator` uses).
         chat_format: llama-cpp-python's chat format name; ``None`` uses the template stored in the GGUF file.
         timeout: seconds to wait for the server to answer.
+        port: the port to serve on (``None``: a free one). The base URL is part of an OpenAI generator's name, and
+            so of its cache key: a fixed port lets a re-run reuse the queries generated through an earlier server.
 
     Raises:
         FileNotFoundError: no model file.
+        OSError: ``port`` is in use.
         RuntimeError: the server exited before answering (its last output is in the message).
         TimeoutError: it did not answer within ``timeout``.
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"no GGUF model file at {model_path}")
-    port = free_port()
+    if port is None:
+        port = free_port()
+    else:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise OSError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass another") from exc
     threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
