@@ -190,6 +190,12 @@ def test_interpolate_weights_is_linear_per_tensor():
     assert torch.allclose(half.weight, (base.weight + tuned.weight) / 2)
     assert torch.allclose(interpolate_weights(base, tuned, 0.0).weight, base.weight)
     assert torch.allclose(interpolate_weights(base, tuned, 1.0).bias, tuned.bias)
+    from workbook.retrieval import model_fingerprint
+
+    with torch.no_grad():  # a signed zero: lerp gives +0.0 for it, equal in value but not in the bytes caches hash
+        base.weight[0, 0], tuned.weight[0, 0] = -0.0, -0.0
+    assert model_fingerprint(interpolate_weights(base, tuned, 0.0)) == model_fingerprint(base)
+    assert model_fingerprint(interpolate_weights(base, tuned, 1.0)) == model_fingerprint(tuned)  # the same caches
     with pytest.raises(ValueError, match="alpha must be in"):
         interpolate_weights(base, tuned, 1.5)
     with pytest.raises(ValueError, match="same architecture"):
