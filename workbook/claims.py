@@ -249,7 +249,8 @@ _SCOPED: dict[tuple, Evidence] = {}
 
 def _scoped_evidence(rels: tuple[str, ...], root: Path) -> Evidence:
     """The :class:`Evidence` of these sources (values and records), built again only when one of them changed."""
-    key = (str(root), *((rel, (root / rel).stat().st_mtime_ns, (root / rel).stat().st_size) for rel in rels))
+    stats = [(root / rel).stat() for rel in rels]
+    key = (str(root), *((rel, st.st_mtime_ns, st.st_size) for rel, st in zip(rels, stats, strict=True)))
     if key not in _SCOPED:
         _SCOPED[key] = Evidence((v for rel in rels for v in file_evidence(rel, root)),
                                 (r for rel in rels for r in file_records(rel, root)))  # fmt: skip

@@ -40,6 +40,11 @@ def is_fast() -> bool:
     return _truthy(os.environ.get(FAST_ENV))
 
 
+def _auto_chunk_rows(fast: bool) -> int | None:
+    """What ``Config.train_chunk_rows="auto"`` resolves to in a mode."""
+    return FAST_TRAIN_CHUNK_ROWS if fast else None
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings for one run; build it with :func:`get_config`.
@@ -110,7 +115,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.train_chunk_rows == "auto":
-            object.__setattr__(self, "train_chunk_rows", FAST_TRAIN_CHUNK_ROWS if self.fast else None)
+            object.__setattr__(self, "train_chunk_rows", _auto_chunk_rows(self.fast))
         elif self.train_chunk_rows is not None and (not isinstance(self.train_chunk_rows, int)
                                                     or self.train_chunk_rows < 1):
             raise ValueError(f"train_chunk_rows must be a positive integer, None or 'auto', "
@@ -189,10 +194,9 @@ class Config:
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed (a new ``fast`` re-resolves a mode-default ``train_chunk_rows``)."""
-        if "fast" in changes and "train_chunk_rows" not in changes:
-            default = FAST_TRAIN_CHUNK_ROWS if self.fast else None
-            if self.train_chunk_rows == default:
-                changes["train_chunk_rows"] = "auto"
+        mode_default = self.train_chunk_rows == _auto_chunk_rows(self.fast)
+        if "fast" in changes and "train_chunk_rows" not in changes and mode_default:
+            changes["train_chunk_rows"] = "auto"
         return dataclasses.replace(self, **changes)
 
 

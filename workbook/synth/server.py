@@ -47,10 +47,17 @@ def smollm2_path() -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+def free_port(port: int = 0) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now: ``port`` itself, checked, or any free one (``0``).
+
+    Raises:
+        OSError: ``port`` is in use.
+    """
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise OSError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass another") from exc
         return s.getsockname()[1]
 
 
@@ -87,14 +94,7 @@ def llama_server(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"no GGUF model file at {model_path}")
-    if port is None:
-        port = free_port()
-    else:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError as exc:
-                raise OSError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass another") from exc
+    port = free_port(port or 0)
     threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
