@@ -58,12 +58,13 @@ test: setup scale lint browser
 # headless pipeline's report (runs/casestudy-full/report.md), which reuses the models the notebooks trained.
 # Its wall time goes to runs/casestudy-full/make_casestudy.json (warm_cache: whether earlier runs' caches existed).
 # `make casestudy FAST=1`: the same, in fast mode, for a first look; the committed notebooks are left alone (the
-# executed copies go to runs/casestudy-fast/executed-notebooks/).
+# executed copies go to runs/casestudy-fast/executed-notebooks/), and two run side by side where their inputs allow
+# (workbook.nbrun.NEEDS; JOBS=1 runs one at a time).
 MODE := $(if $(filter-out 0,$(FAST)),fast,full)
 casestudy: setup
 	@start=$$(date +%s); warm=$$(test -d .cache/embeddings && echo true || echo false); \
 	export WORKBOOK_FAST=$(if $(filter fast,$(MODE)),1,0); \
-	$(VENV)/bin/workbook notebooks && $(VENV)/bin/workbook casestudy && \
+	$(VENV)/bin/workbook notebooks $(if $(JOBS),--jobs $(JOBS)) && $(VENV)/bin/workbook casestudy && \
 	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start )), \"warm_cache\": $$warm}" > runs/casestudy-$(MODE)/make_casestudy.json
 
 # JupyterLab on notebooks/, served on 127.0.0.1; root users (containers, course machines) get --allow-root, which

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "train_step.json"
 STEPS = 6  # timed steps per setting (after one warm-up step)
 CHUNK_ROWS = 16  # texts per length-sorted chunk (workbook.train.length_chunked; cfg.train_chunk_rows)
+TRAINER_ROWS = 384  # rows of the timed fine_tune runs (fast mode's final training when this bench was recorded)
 
 
 def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
@@ -238,7 +239,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="workbook-trainstep-") as tmp:
         from workbook.train import sample_rows
 
-        sample = sample_rows(rows, cfg.train_max_rows, cfg.seed)
+        sample = sample_rows(rows, TRAINER_ROWS, cfg.seed)
         overhead = {"plain": trainer_overhead(cfg, ds, base, sample, Path(tmp) / "plain"),
                     f"length-sorted chunks of {CHUNK_ROWS}": trainer_overhead(
                         cfg.replace(train_chunk_rows=CHUNK_ROWS), ds, base, sample, Path(tmp) / "chunked")}  # fmt: skip

@@ -81,6 +81,51 @@ def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
     assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept
 
 
+def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path):
+    """Real kernels, two at a time: 02 and 03 need only 01 (absent here), so they overlap; 05 waits for 03's
+    negatives, and a notebook NEEDS does not list waits for every one before it."""
+    import json
+
+    from workbook.nbrun import run_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    wait = "import time\ntime.sleep(2)"
+    for name, cell in [("02_baseline", wait), ("03_hard_negatives", wait), ("05_fine_tune", "1"), ("09_extra", "1")]:
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", cell)
+    lines: list[str] = []
+    records = run_notebooks(get_config(fast=True, root=tmp_path), out=tmp_path / "nb.json", log=lines.append, jobs=2)
+    rec = {r["notebook"].split("_")[0]: r for r in records}
+    assert all(r["exit_code"] == 0 for r in records) and len(records) == 4
+
+    def end(r):
+        return r["started_s"] + r["seconds"]
+
+    assert rec["03"]["started_s"] < end(rec["02"]) and rec["02"]["started_s"] < end(rec["03"]), "02 and 03 overlap"
+    assert rec["05"]["started_s"] >= end(rec["03"]) - 0.2  # started after 03 finished (times rounded to 0.1 s)
+    assert rec["09"]["started_s"] >= max(end(rec[n]) for n in ("02", "03", "05")) - 0.2
+    assert any("beside" in line for line in lines if "running" in line)
+    saved = json.loads((tmp_path / "nb.json").read_text())
+    assert saved["jobs"] == 2 and saved["peak_rss_mb_together"] >= rec["02"]["peak_rss_mb"] + rec["03"]["peak_rss_mb"]
+
+
+def test_the_schedule_starts_the_longest_chain_first_and_plans_the_eta():
+    from workbook.nbrun import NEEDS, critical_path, default_jobs, needs, plan_seconds
+
+    course = list(NEEDS)
+    # fast mode, cold, one at a time (bench/results/e2e.json, commit a3efa4d)
+    times = dict(zip(course, [24.1, 43.1, 60.5, 14.6, 42.7, 204.1, 100.8, 70.6, 101.5], strict=True))
+    assert plan_seconds(course, times, jobs=1) == sum(times.values())
+    side = plan_seconds(course, times, jobs=2)
+    # 00, 01, then 03 before 02 (03 opens 05-06, the longest chain), and 05 then 06 back to back: the critical path
+    chain = times["00_setup_check.ipynb"] + times["01_diagnose_mismatch.ipynb"] + times["03_hard_negatives.ipynb"]
+    assert side == chain + times["05_fine_tune.ipynb"] + times["06_evaluate.ipynb"]
+    rank = critical_path(course, times)
+    assert rank["03_hard_negatives.ipynb"] > rank["02_baseline.ipynb"] > rank["04_synthetic_data.ipynb"]
+    assert needs(["01_x.ipynb", "02_y.ipynb", "03_z.ipynb"])["03_z.ipynb"] == ["01_x.ipynb", "02_y.ipynb"]
+    assert needs(["02_baseline.ipynb", "06_evaluate.ipynb"])["06_evaluate.ipynb"] == ["02_baseline.ipynb"]
+    assert default_jobs(fast=False) == 1  # full mode: committed outputs hold timings, a neighbour would slow them
+
+
 def test_a_full_run_executes_in_place_strips_bars_and_stamps(tmp_path):
     import json
 

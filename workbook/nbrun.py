@@ -1,4 +1,5 @@
-"""Execute the course notebooks in order, in place, with progress, an ETA, and each one's wall time and peak RSS.
+"""Execute the course notebooks (fast mode: two side by side where they allow it), with progress, an ETA, and
+each one's wall time and peak RSS.
 
 ``make casestudy`` runs this (``workbook notebooks``): each notebook runs in its own ``jupyter nbconvert`` child,
 under a small wrapper process whose ``getrusage(RUSAGE_CHILDREN)`` after the child exits is that notebook's peak
@@ -147,46 +148,166 @@ def execute(path: Path, fast: bool, out_dir: Path | None = None) -> dict:
             "peak_rss_mb": None if peak is None else round(peak, 1), "stderr_tail": "\n".join(kept[-20:])}  # fmt: skip
 
 
+#: What each course notebook reads that an earlier one writes (its "What you need"), by file name: with ``jobs`` above
+#: 1 a notebook starts once these are done, so no two notebooks compute the same cached artifact side by side. 02, 03
+#: and 04 reuse 01's MiniLM corpus embeddings; 05 and 08 train on 03's mined negatives; 06 reads 02's reranker and
+#: 05's models; 07 ships 05's model. Every notebook needs 00 (it builds the case study). A notebook not listed here
+#: waits for every notebook before it.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "00_setup_check.ipynb": (),
+    "01_diagnose_mismatch.ipynb": ("00_setup_check.ipynb",),
+    "02_baseline.ipynb": ("01_diagnose_mismatch.ipynb",),
+    "03_hard_negatives.ipynb": ("01_diagnose_mismatch.ipynb",),
+    "04_synthetic_data.ipynb": ("01_diagnose_mismatch.ipynb",),
+    "05_fine_tune.ipynb": ("03_hard_negatives.ipynb",),
+    "06_evaluate.ipynb": ("02_baseline.ipynb", "05_fine_tune.ipynb"),
+    "07_deploy.ipynb": ("05_fine_tune.ipynb",),
+    "08_scale_out.ipynb": ("03_hard_negatives.ipynb",),
+}
+
+#: Notebooks side by side never reach this much memory together on the machines the defaults aim at (fast mode's
+#: largest notebook peaks near 3.4 GiB, the largest pair under 5).
+SIDE_BY_SIDE_MIN_GIB = 8
+
+
+def needs(names: Sequence[str]) -> dict[str, list[str]]:
+    """Each notebook's prerequisites among ``names`` (in order): :data:`NEEDS`, or every earlier one if unlisted."""
+    out = {}
+    for i, name in enumerate(names):
+        listed = NEEDS.get(name)
+        out[name] = list(names[:i]) if listed is None else [n for n in listed if n in names]
+    return out
+
+
+def default_jobs(fast: bool) -> int:
+    """Notebooks run side by side by default: 2 in fast mode on a machine with 2+ cores and
+    :data:`SIDE_BY_SIDE_MIN_GIB` of memory, else 1. Full mode runs one at a time: its committed outputs include
+    timings, which a neighbour would slow."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not fast or cores < 2:
+        return 1
+    try:
+        gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): stay with one at a time
+        return 1
+    return 2 if gib >= SIDE_BY_SIDE_MIN_GIB else 1
+
+
+def critical_path(names: Sequence[str], seconds: dict[str, float | None]) -> dict[str, float]:
+    """Each notebook's own time plus the longest chain of notebooks that wait for it (unknown times count 60 s): the
+    scheduler starts the ready notebook with the longest one first."""
+    after = needs(names)
+    longest: dict[str, float] = {}
+    for name in reversed(names):
+        waiting = [longest[n] for n in names if name in after[n]]
+        longest[name] = (seconds.get(name) or 60.0) + max(waiting, default=0.0)
+    return longest
+
+
+def plan_seconds(names: Sequence[str], seconds: dict[str, float | None], jobs: int) -> float:
+    """The wall time of :func:`run_notebooks`'s schedule if each notebook took ``seconds`` (its ETA)."""
+    after, rank = needs(names), critical_path(names, seconds)
+    done: dict[str, float] = {}
+    running: dict[str, float] = {}  # name -> end time
+    now = 0.0
+    while len(done) < len(names):
+        ready = [n for n in names if n not in done and n not in running and all(d in done for d in after[n])]
+        for name in sorted(ready, key=lambda n: -rank[n])[: jobs - len(running)]:
+            running[name] = now + (seconds.get(name) or 60.0)
+        name = min(running, key=running.get)
+        now = running.pop(name)
+        done[name] = now
+    return now
+
+
+def peak_together_mb(records: Sequence[dict]) -> float | None:
+    """An upper bound on the memory notebooks held at once: the largest sum of peak RSS over notebooks whose runs
+    overlapped in time (each record's ``started_s`` and ``seconds``); ``None`` if a peak was not measured."""
+    if any(r.get("peak_rss_mb") is None or r.get("started_s") is None for r in records):
+        return None
+    return max((sum(o["peak_rss_mb"] for o in records
+                    if o["started_s"] <= r["started_s"] < o["started_s"] + o["seconds"] or o is r)
+                for r in records), default=None)  # fmt: skip
+
+
 def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = None,
-                  log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
-    """Execute the notebooks in order; stop at the first failure (its stderr tail is logged and recorded).
+                  log: Callable[[str], None] = print, jobs: int | None = None) -> list[dict]:  # fmt: skip
+    """Execute the notebooks, up to ``jobs`` side by side in the order :data:`NEEDS` allows; after a failure no new
+    one starts (its stderr tail is logged and recorded).
 
     Full mode executes them in place and stamps them: their outputs are the committed case study. Fast mode (a
     first look in minutes) leaves the committed notebooks alone and writes the executed copies beside the record,
     in ``runs/casestudy-fast/executed-notebooks/``.
 
+    Args:
+        jobs: notebooks at a time (default :func:`default_jobs`: 2 in fast mode where the machine allows, 1 in full).
+
     Returns:
-        One record per notebook executed: name, seconds, exit code, peak RSS (MiB).
+        One record per notebook executed, in the order they finished: name, seconds, exit code, peak RSS (MiB), and
+        when it started after the first one (``started_s``).
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    jobs = default_jobs(cfg.fast) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     out = out or cfg.root / "runs" / f"casestudy-{cfg.mode}" / RECORD
     copies = out.parent / "executed-notebooks" if cfg.fast else None
     kept: dict[str, dict] = {}
     if out.is_file():
         kept = {r["notebook"]: r for r in read_json(out).get("notebooks", [])}
     previous = {name: r["seconds"] for name, r in kept.items()}
-    paths = notebook_paths(cfg, names)
+    paths = {p.name: p for p in notebook_paths(cfg, names)}
+    order = list(paths)
+    after, rank = needs(order), critical_path(order, previous)
+    number = {name: i for i, name in enumerate(order, start=1)}
     records: list[dict] = []
+    done: set[str] = set()
+    failed = False
     start = time.perf_counter()
-    for i, path in enumerate(paths, start=1):
-        left = [previous.get(p.name) for p in paths[i - 1 :]]
-        eta = (f", ETA {sum(left) / 60:.0f} min from the last run's times" if all(x is not None for x in left)
-               else "")  # fmt: skip
-        log(f"[{i}/{len(paths)}] {path.name}: running ({cfg.mode} mode{eta})")
-        rec = execute(path, cfg.fast, copies)
+
+    def finish(name: str, rec: dict) -> None:
+        nonlocal failed
         records.append(rec)
         if rec["exit_code"] == 0:
-            strip_progress(path if copies is None else copies / path.name)
+            done.add(name)
+            strip_progress(paths[name] if copies is None else copies / name)
             if copies is None:
-                stamp(path, cfg.mode)
-                unlist_pending(path)
+                stamp(paths[name], cfg.mode)
+                unlist_pending(paths[name])
         peak = "not measured" if rec["peak_rss_mb"] is None else f"{rec['peak_rss_mb'] / 1024:.2f} GiB"
-        log(f"[{i}/{len(paths)}] {path.name}: {'done' if rec['exit_code'] == 0 else 'FAILED'} in "
+        log(f"[{number[name]}/{len(order)}] {name}: {'done' if rec['exit_code'] == 0 else 'FAILED'} in "
             f"{rec['seconds'] / 60:.1f} min, peak RSS {peak}")  # fmt: skip
         if rec["exit_code"] != 0:
+            failed = True
             log(rec["stderr_tail"])
-            break
+
+    def launch(name: str) -> dict:
+        began = round(time.perf_counter() - start, 1)
+        return {**execute(paths[name], cfg.fast, copies), "started_s": began}
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict = {}
+        while True:
+            ready = [] if failed else [n for n in order if n not in done and n not in running.values()
+                                       and not any(r["notebook"] == n for r in records)
+                                       and all(d in done for d in after[n])]  # fmt: skip
+            for name in sorted(ready, key=lambda n: -rank[n])[: jobs - len(running)]:
+                left = [n for n in order if n not in done]  # a running one counts its whole last time
+                eta = ""
+                if all(previous.get(n) is not None for n in left):
+                    eta = f", ETA {plan_seconds(left, previous, jobs) / 60:.0f} min from the last run's times"
+                side = f", beside {', '.join(running.values())}" if running else ""
+                log(f"[{number[name]}/{len(order)}] {name}: running ({cfg.mode} mode{side}{eta})")
+                running[pool.submit(launch, name)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: number[running[f]]):
+                finish(running.pop(future), future.result())
     kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
-    write_json(out, {"mode": cfg.mode, "seconds": round(time.perf_counter() - start, 1),
+    write_json(out, {"mode": cfg.mode, "jobs": jobs, "seconds": round(time.perf_counter() - start, 1),
+                     "peak_rss_mb_together": peak_together_mb(records),
                      "finished": datetime.datetime.now().isoformat(timespec="seconds"),
                      "notebooks": [kept[k] for k in sorted(kept)]})  # fmt: skip
     return records
