@@ -63,15 +63,19 @@ def fresh_clone(log: Path, machine: str) -> dict:
 def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
     """A finished ``make casestudy`` (``FAST=1`` for ``mode="fast"``) in ``checkout`` (e.g. a fresh clone whose
     ``.cache/`` and ``artifacts/`` were empty): its wall time, whether caches existed, and each notebook's time and
-    peak RSS (from ``runs/casestudy-<mode>/make_casestudy.json`` and ``notebooks.json``)."""
+    peak RSS, how many ran side by side and the memory they held together at most (from
+    ``runs/casestudy-<mode>/make_casestudy.json`` and ``notebooks.json``)."""
     runs = checkout / "runs" / f"casestudy-{mode}"
     made, books = runs / "make_casestudy.json", runs / "notebooks.json"
     if not made.is_file() or not books.is_file():
         raise SystemExit(f"{runs}: no make_casestudy.json and notebooks.json (run `make casestudy` there first)")
     record = json.loads(made.read_text())
-    notebooks = json.loads(books.read_text())["notebooks"]
+    run = json.loads(books.read_text())
+    notebooks = run["notebooks"]
     return {"mode": mode, "seconds": record["casestudy_seconds"], "warm_cache": record["warm_cache"],
             "notebooks_seconds": round(sum(n["seconds"] for n in notebooks), 1),
+            "notebooks_wall_seconds": run.get("seconds"), "jobs": run.get("jobs", 1),
+            "peak_rss_mb_together": run.get("peak_rss_mb_together"),
             "notebooks": {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
                           for n in notebooks},
             "cpu": cpu_name(), "machine": machine}  # fmt: skip

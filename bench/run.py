@@ -294,7 +294,12 @@ def md_e2e(e2e: dict | None) -> str:
     for _, run in runs:
         state = "empty caches (no `.cache/` embeddings, no `artifacts/`)" if not run["warm_cache"] else "warm caches"
         flag = " FAST=1" if run["mode"] == "fast" else ""
-        lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']} | "
+        side = ""
+        if run.get("jobs", 1) > 1:
+            together = run.get("peak_rss_mb_together")
+            side = (f"; {run['jobs']} notebooks side by side" + (f", together at most {together / 1024:.2f} GiB"
+                                                                 if together else ""))  # fmt: skip
+        lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']}{side} | "
                      f"{run['seconds'] / 60:.1f} min |")  # fmt: skip
     if runs:
         lines += ["", "Each notebook of those runs (wall time, peak RSS):", "",

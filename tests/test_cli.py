@@ -81,16 +81,18 @@ def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
     assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept
 
 
-def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path):
+def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path, monkeypatch):
     """Real kernels, two at a time: 02 and 03 need only 01 (absent here), so they overlap; 05 waits for 03's
-    negatives, and a notebook NEEDS does not list waits for every one before it."""
+    negatives, and a notebook NEEDS does not list waits for every one before it. Each kernel's OpenMP threads wait
+    passively (two spinning kernels on two cores run at half speed)."""
     import json
 
     from workbook.nbrun import run_notebooks
 
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     (tmp_path / "notebooks").mkdir()
-    wait = "import time\ntime.sleep(2)"
-    for name, cell in [("02_baseline", wait), ("03_hard_negatives", wait), ("05_fine_tune", "1"), ("09_extra", "1")]:
+    wait, policy = "import time\ntime.sleep(2)", "import os\nos.environ.get('OMP_WAIT_POLICY')"
+    for name, cell in [("02_baseline", wait), ("03_hard_negatives", wait), ("05_fine_tune", policy), ("09_extra", "1")]:
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", cell)
     lines: list[str] = []
     records = run_notebooks(get_config(fast=True, root=tmp_path), out=tmp_path / "nb.json", log=lines.append, jobs=2)
@@ -106,6 +108,8 @@ def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path):
     assert any("beside" in line for line in lines if "running" in line)
     saved = json.loads((tmp_path / "nb.json").read_text())
     assert saved["jobs"] == 2 and saved["peak_rss_mb_together"] >= rec["02"]["peak_rss_mb"] + rec["03"]["peak_rss_mb"]
+    copy = json.loads((tmp_path / "executed-notebooks" / "05_fine_tune.ipynb").read_text())
+    assert "".join(copy["cells"][0]["outputs"][0]["data"]["text/plain"]) == "'PASSIVE'"
 
 
 def test_the_schedule_starts_the_longest_chain_first_and_plans_the_eta():
