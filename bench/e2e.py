@@ -75,6 +75,7 @@ def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
     return {"mode": mode, "seconds": record["casestudy_seconds"], "warm_cache": record["warm_cache"],
             "notebooks_seconds": round(sum(n["seconds"] for n in notebooks), 1),
             "notebooks_wall_seconds": run.get("seconds"), "jobs": run.get("jobs", 1),
+            "peak_pss_mb_together": run.get("peak_pss_mb_together"),
             "peak_rss_mb_together": run.get("peak_rss_mb_together"),
             "notebooks": {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
                           for n in notebooks},

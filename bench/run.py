@@ -296,8 +296,9 @@ def md_e2e(e2e: dict | None) -> str:
         flag = " FAST=1" if run["mode"] == "fast" else ""
         side = ""
         if run.get("jobs", 1) > 1:
-            together = run.get("peak_rss_mb_together")
-            side = (f"; {run['jobs']} notebooks side by side" + (f", together at most {together / 1024:.2f} GiB"
+            together = run.get("peak_pss_mb_together")
+            side = (f"; {run['jobs']} notebooks side by side" + (f", holding at most {together / 1024:.2f} GiB "
+                                                                 "together (PSS, sampled each second)"
                                                                  if together else ""))  # fmt: skip
         lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']}{side} | "
                      f"{run['seconds'] / 60:.1f} min |")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Peak resident memory (RSS) of this process, per stretch of work: what a learner's 8-16 GB laptop must hold.
+"""Peak resident memory (RSS) of this process, per stretch of work: what a learner's 8-16 GB laptop must hold; and
+what a process tree holds together (notebooks side by side, :class:`TreePeak`).
 
 Linux keeps the process's high-water mark (``VmHWM`` in ``/proc/self/status``) and lets the process reset it
 (writing ``5`` to ``/proc/self/clear_refs``), so each pipeline step gets its own peak rather than the run's.
@@ -59,6 +60,61 @@ def peak_rss_mb() -> float:
 def maxrss_mb(ru_maxrss: int) -> float:
     """``getrusage``'s ``ru_maxrss`` in MiB (it counts KiB on Linux, bytes on macOS)."""
     return ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def tree_pss_mb(root: int) -> float | None:
+    """Memory a process and all its descendants hold together (the sum of their PSS, which splits shared pages
+    between the processes sharing them), in MiB; ``None`` where ``/proc`` has no ``smaps_rollup`` (not Linux)."""
+    proc = Path("/proc")
+    if not (proc / str(root) / "smaps_rollup").exists():
+        return None
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # the name may hold spaces and parentheses
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            match = re.search(r"^Pss:\s+(\d+) kB", (proc / str(pid) / "smaps_rollup").read_text(), re.MULTILINE)
+        except OSError:  # exited meanwhile
+            continue
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+class TreePeak:
+    """The peak of :func:`tree_pss_mb` for this process's tree, sampled every ``interval`` seconds in a thread while
+    the ``with`` block runs (``peak_mb`` stays ``None`` where it cannot be read)."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval, self.peak_mb = interval, None
+
+    def __enter__(self) -> TreePeak:
+        import os
+        import threading
+
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while True:
+                now = tree_pss_mb(os.getpid())
+                if now is not None:
+                    self.peak_mb = max(self.peak_mb or 0.0, now)
+                if self._stop.wait(self.interval):
+                    return
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # ------------------------------------------------------------------------------------------------ training memory

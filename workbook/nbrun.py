@@ -27,7 +27,7 @@ from pathlib import Path
 
 from workbook.config import Config
 from workbook.files import read_json, write_json
-from workbook.memory import maxrss_mb
+from workbook.memory import TreePeak, maxrss_mb
 
 RECORD = "notebooks.json"
 
@@ -133,16 +133,24 @@ def freshness(path: Path) -> str:
 #: quiet; 1,818 short codes with all-MiniLM-L6-v2). A value already in the environment is kept.
 SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
+#: How much lower the CPU priority of a notebook started beside one on a longer chain is: when both are busy the
+#: longer chain (the critical path, :func:`critical_path`) gets most of the cores, and the other fills what it leaves
+#: idle (imports, process start-ups, single-threaded stretches), so the run ends when that chain does.
+SIDE_NICE = 10
 
-def execute(path: Path, fast: bool, out_dir: Path | None = None, env: dict[str, str] | None = None) -> dict:
+
+def execute(path: Path, fast: bool, out_dir: Path | None = None, env: dict[str, str] | None = None,
+            nice: int = 0) -> dict:  # fmt: skip
     """Execute one notebook in a child process, in place or into ``out_dir`` (same name; the kernel still runs in
-    the notebook's own folder), with ``env`` added to the environment; its wall time, exit code and peak RSS (MiB)."""
+    the notebook's own folder), with ``env`` added to the environment and its CPU priority lowered by ``nice``; its
+    wall time, exit code and peak RSS (MiB)."""
     where = ["--inplace"] if out_dir is None else ["--output-dir", str(out_dir)]
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
            "--execute", *where, "--ExecutePreprocessor.timeout=-1", str(path)]  # fmt: skip
     env = {**(env or {}), **os.environ, "WORKBOOK_FAST": "1" if fast else "0"}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None  # noqa: E731 (POSIX only)
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=lower)
     seconds = time.perf_counter() - start
     peak = None
     kept = []
@@ -250,8 +258,10 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
         jobs: notebooks at a time (default :func:`default_jobs`: 2 in fast mode where the machine allows, 1 in full).
 
     Returns:
-        One record per notebook executed, in the order they finished: name, seconds, exit code, peak RSS (MiB), and
-        when it started after the first one (``started_s``).
+        One record per notebook executed, in the order they finished: name, seconds, exit code, peak RSS (MiB),
+        when it started after the first one (``started_s``) and how much its CPU priority was lowered (``nice``).
+        The run's record adds the memory the notebooks held together, sampled each second
+        (``peak_pss_mb_together``), and an upper bound from each one's peak (``peak_rss_mb_together``).
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -289,11 +299,12 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             failed = True
             log(rec["stderr_tail"])
 
-    def launch(name: str) -> dict:
+    def launch(name: str, nice: int) -> dict:
         began = round(time.perf_counter() - start, 1)
-        return {**execute(paths[name], cfg.fast, copies, SIDE_BY_SIDE_ENV if jobs > 1 else None), "started_s": began}
+        rec = execute(paths[name], cfg.fast, copies, SIDE_BY_SIDE_ENV if jobs > 1 else None, nice=nice)
+        return {**rec, "started_s": began, "nice": nice}
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool, TreePeak() as together:
         running: dict = {}
         while True:
             ready = [] if failed else [n for n in order if n not in done and n not in running.values()
@@ -304,9 +315,12 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
                 eta = ""
                 if all(previous.get(n) is not None for n in left):
                     eta = f", ETA {plan_seconds(left, previous, jobs) / 60:.0f} min from the last run's times"
+                longer = [n for n in (*running.values(), *ready) if rank[n] > rank[name]]
+                nice = SIDE_NICE if longer else 0
                 side = f", beside {', '.join(running.values())}" if running else ""
-                log(f"[{number[name]}/{len(order)}] {name}: running ({cfg.mode} mode{side}{eta})")
-                running[pool.submit(launch, name)] = name
+                low = f", at lower CPU priority than {longer[0]}" if nice else ""
+                log(f"[{number[name]}/{len(order)}] {name}: running ({cfg.mode} mode{side}{low}{eta})")
+                running[pool.submit(launch, name, nice)] = name
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -314,7 +328,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
                 finish(running.pop(future), future.result())
     kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
     write_json(out, {"mode": cfg.mode, "jobs": jobs, "seconds": round(time.perf_counter() - start, 1),
-                     "peak_rss_mb_together": peak_together_mb(records),
+                     "peak_pss_mb_together": together.peak_mb, "peak_rss_mb_together": peak_together_mb(records),
                      "finished": datetime.datetime.now().isoformat(timespec="seconds"),
                      "notebooks": [kept[k] for k in sorted(kept)]})  # fmt: skip
     return records
