@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     nbs.add_argument("--fast", action="store_true", default=None, help=fast_help)
     nbs.add_argument("--jobs", type=int, default=None,
                      help="notebooks side by side, as their inputs allow (default: 2 in fast mode with 2+ cores and "
-                          "8 GiB, else 1)")  # fmt: skip
+                          "16 GiB, else 1)")  # fmt: skip
     sld = sub.add_parser("slides", help="a reveal.js slide deck per notebook (runs/slides/), opens offline")
     sld.add_argument("names", nargs="*", help="file-name prefixes such as 02 (default: all)")
     sld.add_argument("--out", help="the folder for the decks (default: runs/slides/)")

@@ -127,11 +127,14 @@ def freshness(path: Path) -> str:
     return "fresh" if got.get("code") == source_hash(nb) else "stale"
 
 
-#: What a notebook's environment gets when another runs beside it. torch's OpenMP threads spin while they wait for
-#: work, so two kernels with two threads each on two cores took 34 s each to encode what one encodes in 9.5 s (the
-#: ideal is 19); passive waiting gave 18.3 s side by side and the same speed alone, within noise (2 cores, AMD EPYC,
-#: quiet; 1,818 short codes with all-MiniLM-L6-v2). A value already in the environment is kept.
-SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: What a notebook's environment gets when another runs beside it. torch's OpenMP threads (GNU libgomp in the Linux
+#: wheels) spin for a while when they wait for work, and two spinning kernels with two threads each on two cores
+#: slow each other far past half speed. Measured on 2 cores (AMD EPYC, quiet), a fast-mode MNRL step (32 rows) and an
+#: encode of 1,818 short codes, default spinning / GOMP_SPINCOUNT=1000 / OMP_WAIT_POLICY=PASSIVE: alone 2.34 / 2.36 /
+#: 2.85 s a step and 9.5 / 9.0 / 10.6 s; two side by side 7.7 / 4.6 / 4.0 s a step and 34 / 17.8 / 18.3 s. A short
+#: spin costs nothing alone and keeps a pair near half speed; passive waiting costs a fifth of a step alone. A value
+#: already in the environment is kept.
+SIDE_BY_SIDE_ENV = {"GOMP_SPINCOUNT": "1000"}
 
 #: How much lower the CPU priority of a notebook started beside one on a longer chain is: when both are busy the
 #: longer chain (the critical path, :func:`critical_path`) gets most of the cores, and the other fills what it leaves
@@ -180,9 +183,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "08_scale_out.ipynb": ("03_hard_negatives.ipynb",),
 }
 
-#: Notebooks side by side never reach this much memory together on the machines the defaults aim at (fast mode's
-#: largest notebook peaks near 3.4 GiB, the largest pair under 5).
-SIDE_BY_SIDE_MIN_GIB = 8
+#: Notebooks run side by side by default only with this much memory: fast mode's notebooks held up to 7.5 GiB
+#: together (PSS of every process they ran, sampled each second: 02 and 05, each near 3.4 GiB at its peak, plus their
+#: kernels' and servers' neighbours), too much for an 8 GiB laptop, where one at a time peaks near 3.4.
+SIDE_BY_SIDE_MIN_GIB = 16
 
 
 def needs(names: Sequence[str]) -> dict[str, list[str]]:
