@@ -131,10 +131,11 @@ def freshness(path: Path) -> str:
 #: wheels) spin for a while when they wait for work, and two spinning kernels with two threads each on two cores
 #: slow each other far past half speed. Measured on 2 cores (AMD EPYC, quiet), a fast-mode MNRL step (32 rows) and an
 #: encode of 1,818 short codes, default spinning / GOMP_SPINCOUNT=1000 / OMP_WAIT_POLICY=PASSIVE: alone 2.34 / 2.36 /
-#: 2.85 s a step and 9.5 / 9.0 / 10.6 s; two side by side 7.7 / 4.6 / 4.0 s a step and 34 / 17.8 / 18.3 s. A short
-#: spin costs nothing alone and keeps a pair near half speed; passive waiting costs a fifth of a step alone. A value
-#: already in the environment is kept.
-SIDE_BY_SIDE_ENV = {"GOMP_SPINCOUNT": "1000"}
+#: 2.85 s a step and 9.5 / 9.0 / 10.6 s; two side by side 7.7 / 4.6 / 4.0 s a step and 34 / 17.8 / 18.3 s. Side by
+#: side is where the quick path spends its time (both cores 99% busy from its first minute to its sixth), and the cold
+#: quick path took 599 s twice with passive waiting, 651 s with the short spin. A value already in the environment
+#: is kept.
+SIDE_BY_SIDE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 #: How much lower the CPU priority of a notebook started beside one on a longer chain is: when both are busy the
 #: longer chain (the critical path, :func:`critical_path`) gets most of the cores, and the other fills what it leaves
