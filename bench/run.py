@@ -311,6 +311,11 @@ def md_e2e(e2e: dict | None) -> str:
             cells = [f"{r['notebooks'][nb]['seconds'] / 60:.1f} min, {r['notebooks'][nb]['peak_rss_mb'] / 1024:.2f} GiB"
                      if nb in r["notebooks"] else "-" for _, r in runs]  # fmt: skip
             lines.append(f"| `{nb}` | " + " | ".join(cells) + " |")
+        if any(r.get("jobs", 1) > 1 for _, r in runs):
+            lines += ["", "Side by side, a notebook's wall time includes the share of the two cores its neighbour "
+                      "took, so the columns add up to more than the run: the run's wall time above is the measure. The "
+                      "memory held together is the peak of the PSS of every process the notebooks ran (kernels, "
+                      "servers, Ray nodes), sampled each second."]  # fmt: skip
     sys.path.insert(0, str(ROOT / "bench"))
     from e2e import cold_profiles
 
