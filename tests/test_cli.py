@@ -137,6 +137,19 @@ def test_the_schedule_starts_the_longest_chain_first_and_plans_the_eta():
     assert default_jobs(fast=False) == 1  # full mode: committed outputs hold timings, a neighbour would slow them
 
 
+def test_one_at_a_time_runs_in_file_order_at_full_priority(tmp_path):
+    """jobs=1 (full mode's default) keeps the course's order even where NEEDS would let a longer chain go first."""
+    from workbook.nbrun import run_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    for name in ("02_baseline", "03_hard_negatives", "05_fine_tune"):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", "1")
+    lines: list[str] = []
+    records = run_notebooks(get_config(fast=True, root=tmp_path), out=tmp_path / "nb.json", log=lines.append, jobs=1)
+    assert [r["notebook"] for r in records] == ["02_baseline.ipynb", "03_hard_negatives.ipynb", "05_fine_tune.ipynb"]
+    assert all(r["nice"] == 0 for r in records) and not any("beside" in line or "priority" in line for line in lines)
+
+
 def test_a_full_run_executes_in_place_strips_bars_and_stamps(tmp_path):
     import json
 

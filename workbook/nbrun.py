@@ -281,7 +281,9 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     previous = {name: r["seconds"] for name, r in kept.items()}
     paths = {p.name: p for p in notebook_paths(cfg, names)}
     order = list(paths)
-    after, rank = needs(order), critical_path(order, previous)
+    rank = critical_path(order, previous)
+    # one at a time: in file order, as the course reads; side by side: as NEEDS allows, the longest chain first
+    after = needs(order) if jobs > 1 else {name: order[:i] for i, name in enumerate(order)}
     number = {name: i for i, name in enumerate(order, start=1)}
     records: list[dict] = []
     done: set[str] = set()
@@ -320,7 +322,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
                 eta = ""
                 if all(previous.get(n) is not None for n in left):
                     eta = f", ETA {plan_seconds(left, previous, jobs) / 60:.0f} min from the last run's times"
-                longer = [n for n in (*running.values(), *ready) if rank[n] > rank[name]]
+                longer = [n for n in (*running.values(), *ready) if rank[n] > rank[name]] if jobs > 1 else []
                 nice = SIDE_NICE if longer else 0
                 side = f", beside {', '.join(running.values())}" if running else ""
                 low = f", at lower CPU priority than {longer[0]}" if nice else ""
