@@ -294,12 +294,10 @@ def md_e2e(e2e: dict | None) -> str:
     for _, run in runs:
         state = "empty caches (no `.cache/` embeddings, no `artifacts/`)" if not run["warm_cache"] else "warm caches"
         flag = " FAST=1" if run["mode"] == "fast" else ""
-        side = ""
-        if run.get("jobs", 1) > 1:
-            together = run.get("peak_pss_mb_together")
-            side = (f"; {run['jobs']} notebooks side by side" + (f", holding at most {together / 1024:.2f} GiB "
-                                                                 "together (PSS, sampled each second)"
-                                                                 if together else ""))  # fmt: skip
+        side = f"; {run['jobs']} notebooks side by side" if run.get("jobs", 1) > 1 else ""
+        together = run.get("peak_pss_mb_together")
+        if together:
+            side += f"; all their processes held at most {together / 1024:.2f} GiB (PSS, sampled each second)"
         lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']}{side} | "
                      f"{run['seconds'] / 60:.1f} min |")  # fmt: skip
     if runs:
