@@ -82,6 +82,16 @@ def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
             "cpu": cpu_name(), "machine": machine}  # fmt: skip
 
 
+def speed_probe(seconds: float = 3.0) -> dict:
+    """How fast this machine multiplies fp32 matrices right now (GFLOP/s, 2048 x 2048, torch's threads), stored with
+    each record: a shared or throttled VM drifts by a third within an hour (a fast-mode training step took 2.28 to
+    3.20 s in one session, nothing else running), so records are compared only beside their probes."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_step import matmul_gflops
+
+    return {"fp32 matmul GFLOP/s": matmul_gflops(2048, 2048, 2048, seconds), "when": "when the record was written"}
+
+
 def cpu_name() -> str:
     """The CPU's model name and the vector extensions that set its speed here (AVX-512, AMX), from /proc/cpuinfo."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -164,14 +174,14 @@ def main() -> None:
     out = {key: previous.get(key) for key in keys} | {"test_profiles": cold_profiles(previous)}
     out["casestudy_runs"] = dict(previous.get("casestudy_runs") or {})  # one per mode and cache state: the newest
     if args.casestudy_run:
-        run = casestudy_run(args.casestudy_run, args.mode, args.machine)
+        run = casestudy_run(args.casestudy_run, args.mode, args.machine) | {"probe": speed_probe()}
         side = f", {run['jobs']} side by side" if run.get("jobs", 1) > 1 else ""
         out["casestudy_runs"][f"{args.mode}, {'warm' if run['warm_cache'] else 'cold'}{side}"] = run
     if args.profile_junit:
         prof = junit_profile(args.profile_junit, args.machine)
         out["test_profiles"][prof["cpu"]] = prof
     if args.fresh_clone_log:
-        out["fresh_clone"] = fresh_clone(args.fresh_clone_log, args.machine)
+        out["fresh_clone"] = fresh_clone(args.fresh_clone_log, args.machine) | {"probe": speed_probe()}
     if not args.skip_tests:
         t = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"], cwd=ROOT,
