@@ -224,6 +224,11 @@ def critical_path(names: Sequence[str], seconds: dict[str, float | None]) -> dic
     return longest
 
 
+def next_up(ready: Sequence[str], rank: dict[str, float], slots: int) -> list[str]:
+    """The ready notebooks to start in ``slots`` free places: the longest remaining chain first."""
+    return sorted(ready, key=lambda n: -rank[n])[:slots]
+
+
 def plan_seconds(names: Sequence[str], seconds: dict[str, float | None], jobs: int) -> float:
     """The wall time of :func:`run_notebooks`'s schedule if each notebook took ``seconds`` (its ETA)."""
     after, rank = needs(names), critical_path(names, seconds)
@@ -232,7 +237,7 @@ def plan_seconds(names: Sequence[str], seconds: dict[str, float | None], jobs: i
     now = 0.0
     while len(done) < len(names):
         ready = [n for n in names if n not in done and n not in running and all(d in done for d in after[n])]
-        for name in sorted(ready, key=lambda n: -rank[n])[: jobs - len(running)]:
+        for name in next_up(ready, rank, jobs - len(running)):
             running[name] = now + (seconds.get(name) or 60.0)
         name = min(running, key=running.get)
         now = running.pop(name)
@@ -286,7 +291,8 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     after = needs(order) if jobs > 1 else {name: order[:i] for i, name in enumerate(order)}
     number = {name: i for i, name in enumerate(order, start=1)}
     records: list[dict] = []
-    done: set[str] = set()
+    done: set[str] = set()  # finished with exit code 0
+    started: set[str] = set()
     failed = False
     start = time.perf_counter()
 
@@ -314,10 +320,8 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     with ThreadPoolExecutor(max_workers=jobs) as pool, TreePeak() as together:
         running: dict = {}
         while True:
-            ready = [] if failed else [n for n in order if n not in done and n not in running.values()
-                                       and not any(r["notebook"] == n for r in records)
-                                       and all(d in done for d in after[n])]  # fmt: skip
-            for name in sorted(ready, key=lambda n: -rank[n])[: jobs - len(running)]:
+            ready = [] if failed else [n for n in order if n not in started and all(d in done for d in after[n])]
+            for name in next_up(ready, rank, jobs - len(running)):
                 left = [n for n in order if n not in done]  # a running one counts its whole last time
                 eta = ""
                 if all(previous.get(n) is not None for n in left):
@@ -328,6 +332,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
                 low = f", at lower CPU priority than {longer[0]}" if nice else ""
                 log(f"[{number[name]}/{len(order)}] {name}: running ({cfg.mode} mode{side}{low}{eta})")
                 running[pool.submit(launch, name, nice)] = name
+                started.add(name)
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
