@@ -56,14 +56,16 @@ test: setup scale lint browser
 # The case study end to end in full mode: every notebook executed in order (outputs saved in place; progress, wall
 # time and peak RSS per notebook in runs/casestudy-full/notebooks.json), then the
 # headless pipeline's report (runs/casestudy-full/report.md), which reuses the models the notebooks trained.
-# Its wall time goes to runs/casestudy-full/make_casestudy.json (warm_cache: whether earlier runs' caches existed).
+# Its wall time goes to runs/casestudy-full/make_casestudy.json (warm_cache: whether earlier runs' caches existed),
+# and each encode, training, reranking and generation it did to runs/casestudy-full/worklog.jsonl (workbook.worklog).
 # `make casestudy FAST=1`: the same, in fast mode, for a first look; the committed notebooks are left alone (the
 # executed copies go to runs/casestudy-fast/executed-notebooks/), and two run side by side where their inputs allow
 # (workbook.nbrun.NEEDS; JOBS=1 runs one at a time).
 MODE := $(if $(filter-out 0,$(FAST)),fast,full)
 casestudy: setup
 	@start=$$(date +%s); warm=$$(test -d .cache/embeddings && echo true || echo false); \
-	export WORKBOOK_FAST=$(if $(filter fast,$(MODE)),1,0); \
+	export WORKBOOK_FAST=$(if $(filter fast,$(MODE)),1,0); mkdir -p runs/casestudy-$(MODE); \
+	export WORKBOOK_WORKLOG=$(CURDIR)/runs/casestudy-$(MODE)/worklog.jsonl; rm -f $$WORKBOOK_WORKLOG; \
 	$(VENV)/bin/workbook notebooks $(if $(JOBS),--jobs $(JOBS)) && $(VENV)/bin/workbook casestudy && \
 	echo "{\"casestudy_seconds\": $$(( $$(date +%s) - start )), \"warm_cache\": $$warm}" > runs/casestudy-$(MODE)/make_casestudy.json
 

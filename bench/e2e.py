@@ -79,7 +79,26 @@ def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
             "peak_rss_mb_together": run.get("peak_rss_mb_together"),
             "notebooks": {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
                           for n in notebooks},
-            "cpu": cpu_name(), "machine": machine}  # fmt: skip
+            "cpu": cpu_name(), "machine": machine,
+            "computed": computed(runs / "worklog.jsonl") if (runs / "worklog.jsonl").is_file() else None}  # fmt: skip
+
+
+def computed(worklog: Path, pytest_seconds: float | None = None) -> dict:
+    """What a run computed, from its work log (``WORKBOOK_WORKLOG``, :mod:`workbook.worklog`): per kind of work
+    (encode, train, rerank, ...) how many pieces, their seconds, and the seconds of pieces done more than once; with
+    ``pytest_seconds``, the share of the run's time the logged work took (the rest is process start-ups, imports,
+    servers and clusters, and work too small to log)."""
+    from workbook.worklog import read, summary
+
+    lines = read(worklog)
+    if not lines:
+        raise SystemExit(f"{worklog}: an empty work log (was WORKBOOK_WORKLOG set for the run?)")
+    kinds = summary(lines)
+    out = {"kinds": kinds, "seconds": round(sum(k["seconds"] for k in kinds.values()), 1),
+           "repeated_seconds": round(sum(k["repeated_seconds"] for k in kinds.values()), 1)}
+    if pytest_seconds:
+        out["share_of_pytest"] = round(out["seconds"] / pytest_seconds, 3)
+    return out
 
 
 def speed_probe(seconds: float = 3.0) -> dict:
@@ -167,6 +186,7 @@ def main() -> None:
     parser.add_argument("--casestudy-run", type=Path, metavar="CHECKOUT",
                         help="record the finished `make casestudy [FAST=1]` in CHECKOUT (e.g. a fresh clone)")
     parser.add_argument("--mode", choices=("fast", "full"), default="fast", help="with --casestudy-run: which one")
+    parser.add_argument("--worklog", type=Path, help="with --profile-junit: that run's work log (WORKBOOK_WORKLOG)")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     # Records this machine does not have (runs/ is not in git) keep their last committed values.
@@ -179,6 +199,8 @@ def main() -> None:
         out["casestudy_runs"][f"{args.mode}, {'warm' if run['warm_cache'] else 'cold'}{side}"] = run
     if args.profile_junit:
         prof = junit_profile(args.profile_junit, args.machine)
+        if args.worklog:
+            prof["computed"] = computed(args.worklog, prof["seconds"])
         out["test_profiles"][prof["cpu"]] = prof
     if args.fresh_clone_log:
         out["fresh_clone"] = fresh_clone(args.fresh_clone_log, args.machine) | {"probe": speed_probe()}

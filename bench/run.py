@@ -333,7 +333,34 @@ def md_e2e(e2e: dict | None) -> str:
         rest = [sum(sec for n, sec in p["per_file"].items() if n not in shown) / 60 for p in profiles]
         lines.append(f"| the other {len(slowest['per_file']) - len(shown)} | " + " | ".join(f"{r:.1f}" for r in rest)
                      + " |")  # fmt: skip
+        for p in profiles:
+            if p.get("computed"):
+                lines += ["", f"What the cold run on {p['cpu']} computed, from its work log (`WORKBOOK_WORKLOG=FILE`: "
+                          "one line per encode, training, reranking or generation; a cache hit writes none):", ""]
+                lines += md_computed(p["computed"])
+    for name, run in runs:
+        if run.get("computed"):
+            lines += ["", f"What `make casestudy`, {name}, computed (`runs/casestudy-{run['mode']}/worklog.jsonl`):",
+                      ""]  # fmt: skip
+            lines += md_computed(run["computed"])
     return "\n".join(lines)
+
+
+def md_computed(computed: dict) -> list[str]:
+    """A work log's summary (``bench/e2e.py``'s ``computed``) as table lines: pieces, minutes and repeats per kind."""
+    lines = ["| work | pieces | min | of which redoing a piece done earlier in the run (pieces, min) |",
+             "|---|---:|---:|---:|"]
+    for kind, k in sorted(computed["kinds"].items(), key=lambda kv: -kv[1]["seconds"]):
+        lines.append(f"| {kind} | {k['count']:,} | {k['seconds'] / 60:.1f} | {k['repeated']:,}, "
+                     f"{k['repeated_seconds'] / 60:.1f} |")  # fmt: skip
+    count = sum(k["count"] for k in computed["kinds"].values())
+    share = computed.get("share_of_pytest")
+    share = f" ({share:.0%} of pytest's time; the rest is process start-ups and imports, servers and clusters, and " \
+        "work too small to log)" if share else ""  # fmt: skip
+    again = sum(k["repeated"] for k in computed["kinds"].values())
+    lines.append(f"| all logged work{share} | {count:,} | {computed['seconds'] / 60:.1f} | {again:,}, "
+                 f"{computed['repeated_seconds'] / 60:.1f} |")  # fmt: skip
+    return lines
 
 
 def md_precision(precision: dict | None) -> str:

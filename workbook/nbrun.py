@@ -151,7 +151,7 @@ def execute(path: Path, fast: bool, out_dir: Path | None = None, env: dict[str, 
     where = ["--inplace"] if out_dir is None else ["--output-dir", str(out_dir)]
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
            "--execute", *where, "--ExecutePreprocessor.timeout=-1", str(path)]  # fmt: skip
-    env = {**(env or {}), **os.environ, "WORKBOOK_FAST": "1" if fast else "0"}
+    env = {**(env or {}), **os.environ, "WORKBOOK_FAST": "1" if fast else "0", "WORKBOOK_NOTEBOOK": path.name}
     start = time.perf_counter()
     lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None  # noqa: E731 (POSIX only)
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=lower)

@@ -16,11 +16,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from workbook import worklog
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_save
@@ -97,7 +99,7 @@ def encode(
 ) -> np.ndarray:
     """Encode texts to L2-normalised float32 vectors (sentence-transformers sorts by length within the call), at the
     model's inference precision (:mod:`workbook.precision`)."""
-    with inference(model):
+    with inference(model), worklog.timed("encode", texts=len(texts), what=partial(_cache_key, model, texts)):
         emb = model.encode(
             list(texts),
             batch_size=batch_size,
@@ -373,7 +375,8 @@ def train_reranker(
             dataloader_pin_memory=torch.cuda.is_available(),
         )
         loss = MultipleNegativesRankingLoss(model, num_negatives=in_batch)
-        CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss).train()
+        with worklog.timed("train reranker", rows=len(train_data), what=out.name):
+            CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss).train()
         staged = Path(tmp) / "model"
         model.save_pretrained(str(staged))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -437,19 +440,16 @@ def _rerank(cross_encoder, ds: Dataset, queries: Mapping[str, str], candidates: 
         head = list(candidates.get(qid, []))[:depth]
         spans[qid] = (len(pairs), head)
         pairs += [(text, ds.doc_text(d)) for d in head]
-    path = None
-    if cache_dir is not None:
-        key = _cache_key(getattr(cross_encoder, "model", cross_encoder), (text for pair in pairs for text in pair))
-        path = Path(cache_dir) / f"rerank-{key}.npy"
+    key = partial(_cache_key, getattr(cross_encoder, "model", cross_encoder), [t for pair in pairs for t in pair])
+    path = None if cache_dir is None else Path(cache_dir) / f"rerank-{key()}.npy"
     if path is not None and path.exists():
         scores = np.load(path)
     else:
-        with inference(cross_encoder):
+        with inference(cross_encoder), worklog.timed("rerank", pairs=len(pairs), what=key):
             scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress)
         scores = np.asarray(scores, dtype=np.float32)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_npy(path, scores)
+            _save_npy(path, scores)  # atomic_save makes the folder
     out = {}
     for qid, (start, head) in spans.items():
         s = scores[start : start + len(head)]

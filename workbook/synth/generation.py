@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm.auto import tqdm
 
+from workbook import worklog
 from workbook.files import text_sha256
 from workbook.synth.cache import GenerationCache
 from workbook.synth.generators import Generator
@@ -122,6 +123,8 @@ def generate_queries(
                 )  # fmt: skip
                 fresh.add(key)
             bar.update(len(batch))
+    if fresh:
+        worklog.record("generate", seconds, docs=len(fresh), what=_sha(sorted(fresh)))
     records = [{**cache.get(j[1]), "_new": j[1] in fresh} for j in jobs]
     return GenerationRun(records, new=len(fresh), reused=len(jobs) - len(fresh), seconds=seconds)
 

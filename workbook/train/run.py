@@ -8,8 +8,10 @@ import math
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
+from workbook import worklog
 from workbook.config import Config, seed_everything
 from workbook.memory import plan_training_memory, release_freed
 from workbook.train.recipes import (
@@ -164,6 +166,15 @@ def _no_final_checkpoint():
     return _NoFinalCheckpoint()
 
 
+def _training_identity(base, columns: dict, recipe: Recipe, max_steps: int, cfg: Config) -> str:
+    """What a training computes, for the work log: the base weights, the rows, the recipe, the steps and the seed."""
+    from workbook.files import json_sha256
+    from workbook.retrieval import model_fingerprint
+
+    identity = [model_fingerprint(base), columns, asdict(recipe), max_steps, cfg.seed, cfg.train_chunk_rows]
+    return json_sha256(identity, 20)
+
+
 def fine_tune(
     cfg: Config,
     base,
@@ -229,7 +240,9 @@ def fine_tune(
     )
     _quiet_logs(trainer)
     resume = any(ckpt_dir.glob("checkpoint-*"))
-    with length_chunked(model, cfg.train_chunk_rows):
+    identity = partial(_training_identity, base, columns, recipe, max_steps, cfg)  # computed only when logging
+    with length_chunked(model, cfg.train_chunk_rows), worklog.timed("train", identity, rows=len(train_data),
+                                                                    steps=steps):  # fmt: skip
         output = trainer.train(resume_from_checkpoint=True if resume else None)
     if recipe.lora:
         _merge_lora(model)
