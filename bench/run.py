@@ -396,6 +396,10 @@ def md_synth_style(synth_style: dict | None) -> str:
     return md_script_table("synth_style", synth_style, "WORKBOOK_FAST=0 bench/synth_style.py")
 
 
+def md_docs_only(docs_only: dict | None) -> str:
+    return md_script_table("docs_only", docs_only, "WORKBOOK_FAST=0 bench/docs_only.py")
+
+
 def md_synth_generators(synth_generators: dict | None) -> str:
     return md_script_table("synth_generators", synth_generators, "WORKBOOK_FAST=0 bench/synth_generators.py")
 
@@ -443,14 +447,15 @@ def main() -> None:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not args.report_only:
         scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
-                   "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py", "synth_generators.py")
+                   "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py", "synth_generators.py",
+                   "docs_only.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
     (mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl, synth_style,
-     synth_generators) = (
+     synth_generators, docs_only) = (
         _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step",
-                           "synth_speed", "synth_gpl", "synth_style", "synth_generators")
+                           "synth_speed", "synth_gpl", "synth_style", "synth_generators", "docs_only")
     )  # fmt: skip
     rows = all_targets(mining, quality, e2e, memory)
     import torch
@@ -466,6 +471,7 @@ def main() -> None:
                        ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
                        ("synth-speed", md_synth_speed(synth_speed)), ("synth-gpl", md_synth_gpl(synth_gpl)),
                        ("synth-style", md_synth_style(synth_style)),
+                       ("docs-only", md_docs_only(docs_only)),
                        ("synth-generators", md_synth_generators(synth_generators)),
                        ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip

@@ -37,12 +37,13 @@ def test_readme_test_time_comes_from_the_bench_result():
 
 @pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory", "precision",
                                   "allocator", "train-step", "synth-speed", "synth-gpl", "synth-style",
-                                  "synth-generators"])
+                                  "synth-generators", "docs-only"])
 def test_bench_readme_tables_come_from_the_results(name):
     import run
 
     results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator",
-                                         "train_step", "synth_speed", "synth_gpl", "synth_style", "synth_generators")}
+                                         "train_step", "synth_speed", "synth_gpl", "synth_style", "synth_generators",
+                                         "docs_only")}
     rows = run.all_targets(results["mining"], results["quality"], results["e2e"], results["memory"])
     render = {"targets": lambda: run.md_targets(rows), "quality": lambda: run.md_quality(results["quality"]),
               "lookalike": lambda: run.md_lookalike(results["quality"]),
@@ -54,5 +55,6 @@ def test_bench_readme_tables_come_from_the_results(name):
               "synth-speed": lambda: run.md_synth_speed(results["synth_speed"]),
               "synth-gpl": lambda: run.md_synth_gpl(results["synth_gpl"]),
               "synth-style": lambda: run.md_synth_style(results["synth_style"]),
-              "synth-generators": lambda: run.md_synth_generators(results["synth_generators"])}
+              "synth-generators": lambda: run.md_synth_generators(results["synth_generators"]),
+              "docs-only": lambda: run.md_docs_only(results["docs_only"])}
     assert _block((ROOT / "bench" / "README.md").read_text(), name) == render[name]().strip()
