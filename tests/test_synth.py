@@ -103,6 +103,8 @@ def test_parse_queries():
         "diabetes type 2",
     ]
     assert synth.parse_queries(" a\n2) b", n=5) == ["a", "b"]
+    assert synth.parse_queries(" 1. How?\n- 2. What?\n- 3. Why?") == ["How?", "What?", "Why?"]  # seen on SciFact
+    assert synth.parse_queries(" 3.5 mg dose\n- 2.5 mg dose") == ["3.5 mg dose", "2.5 mg dose"]  # not list numbers
     assert synth.parse_queries("") == [""]
     assert synth.parse_queries(" x\n-\n") == ["x", ""]
 

@@ -13,7 +13,8 @@ from workbook.files import text_sha256
 #: Queries asked per document.
 QUERIES_PER_DOC = 3
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+[.)])\s*")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+\s*(?:\d+[.)]\s+)?|\d+[.)]\s*)")  # "- 2. what": the bullet and the number
+_FIRST_NUMBER = re.compile(r"^\s*\d+[.)]\s+")  # the first item follows the prompt's "-": only a number to strip
 
 
 def _sha(obj: Any, n: int = 16) -> str:
@@ -103,7 +104,7 @@ class PromptTemplate:
 
 
 def parse_queries(text: str, n: int = QUERIES_PER_DOC) -> list[str]:
-    """The first ``n`` list items of a completion (bullets/numbers stripped), empty items kept.
+    """The first ``n`` list items of a completion (bullets and list numbers stripped), empty items kept.
 
     The prompt ends with ``"-"``, so the first line is the first item. An empty completion gives ``[""]``, so
     the ``format`` filter counts it instead of it silently disappearing.
@@ -111,5 +112,5 @@ def parse_queries(text: str, n: int = QUERIES_PER_DOC) -> list[str]:
     lines = text.replace("\r", "").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    items = [_BULLET.sub("", ln, count=1).strip() if i else ln.strip() for i, ln in enumerate(lines)]
+    items = [(_BULLET if i else _FIRST_NUMBER).sub("", ln, count=1).strip() for i, ln in enumerate(lines)]
     return items[:n] or [""]
