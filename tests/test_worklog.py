@@ -35,7 +35,7 @@ def test_a_test_is_named_without_its_phase_and_a_broken_line_is_named(tmp_path, 
     assert worklog.where() == "tests/test_train.py::test_x"
     path = tmp_path / "work.jsonl"
     path.write_text('{"kind": "encode", "seconds": 1}\n{"kind": "tra\n')
-    with pytest.raises(ValueError, match=r"work.jsonl, line 2: not JSON"):
+    with pytest.raises(ValueError, match=r"work.jsonl:2: not valid JSON"):
         worklog.read(path)
     assert worklog.read(tmp_path / "absent.jsonl") == []
 

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from workbook.files import iter_jsonl
+
 ENV = "WORKBOOK_WORKLOG"
 
 
@@ -46,35 +48,23 @@ def record(kind: str, seconds: float, **fields) -> None:
 
 
 @contextlib.contextmanager
-def timed(kind: str, what: Callable[[], str] | str | None = None, **fields) -> Iterator[dict]:
+def timed(kind: str, what: Callable[[], str] | str | None = None, **fields) -> Iterator[None]:
     """Record the work done in the ``with`` block (nothing when it raises).
 
     Args:
         kind: ``"encode"``, ``"train"``, ``"rerank"``, ...
         what: the work's identity (a cache key), or a function that computes it, called only when logging.
-        fields: sizes to record (texts, rows, pairs); fields added to the yielded dict are recorded too.
+        fields: sizes to record (texts, rows, pairs).
     """
-    extra: dict = {}
     start = time.perf_counter()
-    yield extra
+    yield
     if enabled():
-        record(kind, time.perf_counter() - start, what=what() if callable(what) else what, **fields, **extra)
+        record(kind, time.perf_counter() - start, what=what() if callable(what) else what, **fields)
 
 
 def read(path: str | Path) -> list[dict]:
-    """The lines of a work log (an absent file is an empty log)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError as exc:  # a run killed mid-line leaves a partial last line
-            raise ValueError(f"{path}, line {number}: not JSON ({exc.msg})") from None
-    return lines
+    """The lines of a work log (an absent file is an empty log; a bad line is named by file and line)."""
+    return [line for _, line in iter_jsonl(path, required=("kind", "seconds"))] if Path(path).exists() else []
 
 
 def summary(lines: list[dict]) -> dict:
