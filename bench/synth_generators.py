@@ -23,7 +23,11 @@ train MNRL twice: on everything it kept (equal documents: a generator that keeps
 and at one equal row budget (the smallest kept set), beside real training queries at that budget; every run is
 scored on dev over the dev candidates, as notebook 05 compares runs. Style statistics (length, overlap with the
 document, the share of colloquial and abbreviation queries) are computed as notebook 04 profiles real queries.
-Generations, mined rows and models live under ``artifacts/bench/synth_generators``.
+One training per set cannot rank settings this close, so each setting runs under ``--seeds`` seeds (default 3): a
+seed generates the set anew (its own sampling seed per document) and trains it at the budget (its own row sample and
+batch order), and real queries train under the same seeds; the record keeps each seed and their mean, standard
+deviation and share of the real lift. The first seed is the run seed, so an earlier single-seed record is its first
+column. Generations, mined rows and models live under ``artifacts/bench/synth_generators``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +54,7 @@ SERVER_PORTS = (18271, 18272)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=600, help="documents generated for per setting")
+    parser.add_argument("--seeds", type=int, default=3, help="generation and training seeds per setting")
     parser.add_argument("--machine", default="", help="what the machine is and whether it was quiet")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,24 +100,29 @@ def main() -> None:
     cache = GenerationCache(cfg.artifacts_dir / "generations")
     threads = min(os.cpu_count() or 2, 8)  # generation runs alone here: every core (bench/synth_speed.py)
 
-    def generated(generator, template, n: int = 3, calls: int = 1) -> tuple[pd.DataFrame, float, int]:
+    def generated(generator, template, seed: int, n: int = 3, calls: int = 1) -> tuple[pd.DataFrame, float, int]:
         """Candidates for every document (``calls`` seeded calls of ``n`` queries each), seconds, and new documents
         (a document generated anew in every one of its calls counts once)."""
         frames, seconds, new = [], 0.0, 0
         for k in range(calls):
-            run = generate_queries(generator, template, passages, cache, n=n, seed=cfg.seed + k, show_progress=False)
+            run = generate_queries(generator, template, passages, cache, n=n, seed=seed + k, show_progress=False)
             frames.append(run.candidates())
             seconds, new = seconds + run.seconds, new + run.new
         return pd.concat(frames, ignore_index=True), seconds, new / calls
 
-    candidates: dict[str, tuple[pd.DataFrame, float, int, str]] = {}
+    # Generation seeds: the first is the run seed (the recorded set, reused from the cache); each further one is
+    # 1,000 apart, so one query per call's three calls (seed, seed + 1, seed + 2) never share a call with another's.
+    seeds = [cfg.seed + 1000 * g for g in range(args.seeds)]
+    candidates: dict[tuple[str, int], tuple[pd.DataFrame, float, int, str]] = {}
     local = LocalGenerator(cfg=cfg, parallel=4, n_threads=threads)
     for name, template, n, calls in (
         (COMMITTED, committed, 3, 1),
         ("gemma-3-270m, few-shot, the clinician's wording", clinician, 3, 1),
         ("gemma-3-270m, few-shot, one query per call", committed, 1, 3),
     ):
-        candidates[name] = (*generated(local, template, n, calls), "llama.cpp in process, 4 sequences batched")
+        for seed in seeds:
+            candidates[name, seed] = (*generated(local, template, seed, n, calls),
+                                      "llama.cpp in process, 4 sequences batched")  # fmt: skip
     local.close()
     for name, path, alias, api, port in (
         ("gemma-3-270m, few-shot, via llama.cpp's OpenAI-compatible server", gemma_path(cfg), "gemma-3-270m",
@@ -120,13 +132,21 @@ def main() -> None:
     ):  # fmt: skip
         with llama_server(path, alias, n_threads=threads, port=port) as url:
             endpoint = OpenAIGenerator(url, alias, api=api, max_tokens=local.max_tokens)
-            candidates[name] = (*generated(endpoint, committed), f"OpenAIGenerator, {api} API, 127.0.0.1")
+            for seed in seeds:
+                how = f"OpenAIGenerator, {api} API, 127.0.0.1"
+                candidates[name, seed] = (*generated(endpoint, committed, seed), how)
 
     sets, runs, profiles = {}, {}, []
-    for name, (cands, seconds, new, how) in candidates.items():
+    for (name, seed), (cands, seconds, new, how) in candidates.items():
         filtered = apply_filters(cands, ds, round_trip, lookalikes=lookalikes)
         pairs = kept_pairs(filtered)  # the filters' leakage guard has dropped every dev and test wording
-        sets[name] = pairs
+        sets[name, seed] = pairs
+        one = {"seed": seed, "candidates": len(filtered), "kept": len(pairs),
+               "wrong_side": attribute_mismatch(filtered, ds, CASE_STUDY_ATTRIBUTES["side"]),
+               "generation_seconds": round(seconds, 1), "new_docs": new}  # fmt: skip
+        if seed != seeds[0]:
+            runs[name]["seeds"].append(one)
+            continue
         report = filter_report(filtered)
         profiles.append(query_profile([(q, [d]) for q, d in pairs], ds, name))
         runs[name] = {
@@ -135,28 +155,37 @@ def main() -> None:
             "kept": len(pairs),
             "kept_per_doc": round(len(pairs) / len(docs), 3),
             "dropped": {f: int(report.loc[f, "dropped"]) for f in report.index},
-            "wrong_side": attribute_mismatch(filtered, ds, CASE_STUDY_ATTRIBUTES["side"]),
-            "generation_seconds": round(seconds, 1),
-            "docs_per_second": round(new / seconds, 3) if new and seconds else None,
+            "wrong_side": one["wrong_side"],
             "sample": [q for q, _ in pairs[:: max(1, len(pairs) // 8)]][:8],
+            "seeds": [one],
         }
     profiles.append(query_profile(real_items(ds, "train"), ds, "real training queries"))
     summary = profile_summary(pd.concat(profiles, ignore_index=True))
     budget = min(len(p) for p in sets.values())
 
-    def dev_of(**kw) -> dict:
-        run = load_or_train(cfg, "mnrl", ds=ds, base=base, dev_scope="candidates", show_progress=False, **kw)
+    def dev_of(seed: int, **kw) -> dict:
+        run = load_or_train(replace(cfg, seed=seed), "mnrl", ds=ds, base=base, dev_scope="candidates",
+                            show_progress=False, **kw)  # fmt: skip
         return {m: run.card["dev_metrics"][m] for m in METRICS}
 
     base_dev = {m: candidate_dev_metrics(cfg, ds, base, base=base)[m] for m in METRICS}
-    real_dev = dev_of(source="real", max_rows=budget)
-    for name, pairs in sets.items():
-        runs[name]["dev_all_kept"] = dev_of(source="synthetic", max_rows=len(pairs), synthetic_pairs=pairs)
-        runs[name]["dev_at_budget"] = dev_of(source="synthetic", max_rows=budget, synthetic_pairs=pairs)
-        lift = real_dev["recall@10"] - base_dev["recall@10"]
-        runs[name]["share_of_real_lift_at_budget"] = round(
-            (runs[name]["dev_at_budget"]["recall@10"] - base_dev["recall@10"]) / lift, 3)  # fmt: skip
-        runs[name]["style"] = {k: (float(v) if k != "queries" else int(v)) for k, v in summary.loc[name].items()}
+    # Real queries at the budget under each seed: another seeded sample of rows and another batch order.
+    real_seeds = [{"seed": seed, "dev_at_budget": dev_of(seed, source="real", max_rows=budget)} for seed in seeds]
+    real_lifts = [r["dev_at_budget"]["recall@10"] - base_dev["recall@10"] for r in real_seeds]
+    for name, run in runs.items():
+        pairs = sets[name, seeds[0]]
+        run["dev_all_kept"] = dev_of(seeds[0], source="synthetic", max_rows=len(pairs), synthetic_pairs=pairs)
+        for one in run["seeds"]:
+            one["dev_at_budget"] = dev_of(one["seed"], source="synthetic", max_rows=budget,
+                                          synthetic_pairs=sets[name, one["seed"]])  # fmt: skip
+        run["dev_at_budget"] = run["seeds"][0]["dev_at_budget"]
+        run["share_of_real_lift_at_budget"] = round(
+            (run["dev_at_budget"]["recall@10"] - base_dev["recall@10"]) / real_lifts[0], 3)  # fmt: skip
+        run["over_seeds"] = over_seeds(run["seeds"], base_dev["recall@10"], real_lifts)
+        seconds = sum(one["generation_seconds"] for one in run["seeds"] if one["new_docs"])
+        new = sum(one["new_docs"] for one in run["seeds"])
+        run["docs_per_second"] = round(new / seconds, 3) if new and seconds else None  # the seeds generated anew
+        run["style"] = {k: (float(v) if k != "queries" else int(v)) for k, v in summary.loc[name].items()}
     result = {
         "machine": {"description": args.machine, "cpus": os.cpu_count(), "python": platform.python_version(),
                     "threads": threads},  # fmt: skip
@@ -166,7 +195,10 @@ def main() -> None:
         "dev": f"{ds.name} dev split over the dev candidates (gold + base model's and BM25's top "
                f"{cfg.dev_eval_candidates}), as notebook 05 compares runs",
         "base_dev": base_dev,
-        "real_dev_at_budget": real_dev,
+        "seeds": seeds,
+        "real_dev_at_budget": real_seeds[0]["dev_at_budget"],
+        "real_seeds": real_seeds,
+        "real_over_seeds": spread([r["dev_at_budget"]["recall@10"] for r in real_seeds]),
         "real_style": {k: (float(v) if k != "queries" else int(v))
                        for k, v in summary.loc["real training queries"].items()},  # fmt: skip
         "runs": runs,
@@ -175,22 +207,51 @@ def main() -> None:
     print(table(result))
 
 
+def spread(values: list[float]) -> dict:
+    """Mean, standard deviation (n - 1), minimum and maximum of one metric over seeds."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 4), "sd": round(sd, 4), "min": min(values), "max": max(values),
+            "n": len(values)}  # fmt: skip
+
+
+def over_seeds(seeds: list[dict], base_recall: float, real_lifts: list[float]) -> dict:
+    """A setting over its seeds: dev Recall@10 at the budget, its share of the real lift, and the wrong-side count.
+
+    The share is the mean lift over the mean real lift at the same seeds; ``share_min``/``share_max`` pair each seed's
+    synthetic set with the real rows trained under the same seed.
+    """
+    recalls = [one["dev_at_budget"]["recall@10"] for one in seeds]
+    shares = [(r - base_recall) / lift for r, lift in zip(recalls, real_lifts, strict=True)]
+    named = sum(one["wrong_side"]["named"] for one in seeds)
+    wrong = sum(one["wrong_side"]["wrong"] for one in seeds)
+    share = statistics.fmean(r - base_recall for r in recalls) / statistics.fmean(real_lifts)
+    return {"recall@10": spread(recalls), "share_of_real_lift": round(share, 3),
+            "share_min": round(min(shares), 3), "share_max": round(max(shares), 3),
+            "kept": [one["kept"] for one in seeds],
+            "wrong_side": {"named": named, "wrong": wrong, "rate": round(wrong / named, 4) if named else None}}
+
+
 def table(result: dict) -> str:
     """The bench README block."""
-    m = result["machine"]
+    m, b = result["machine"], result["budget_rows"]
+    seeds, real = result["seeds"], result["real_over_seeds"]
     lines = [f"{m['description'] or 'machine not described'}; {result['mode']} mode, the same {result['docs']} "
-             f"documents per setting; {result['dev']}. Base model dev Recall@10 {result['base_dev']['recall@10']:.4f}; "
-             f"real training queries at {result['budget_rows']:,} rows "
-             f"{result['real_dev_at_budget']['recall@10']:.4f}.", "",
-             "| generator and prompt | docs/s | candidates | kept | wrong side (kept) | dev R@10, all kept | "
-             f"dev R@10 at {result['budget_rows']:,} rows | share of the real lift |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             f"documents per setting; {result['dev']}. {len(seeds)} seeds per setting ({', '.join(map(str, seeds))}): "
+             "each seed generates the set anew (its own sampling seed per document) and trains it (its own row sample "
+             f"and batch order). Base model dev Recall@10 {result['base_dev']['recall@10']:.4f}; real training queries "
+             f"at {b:,} rows {real['mean']:.4f} ± {real['sd']:.4f} over the same seeds (another row sample each). "
+             "docs/s counts the documents this run generated (a seed read from the cache adds none).", "",
+             f"| generator and prompt | docs/s | kept, per seed | wrong side (kept, all seeds) | dev R@10, all kept "
+             f"(seed {seeds[0]}) | dev R@10 at {b:,} rows, mean ± sd | share of the real lift (per seed) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for name, run in result["runs"].items():
-        ws = run["wrong_side"]
+        over = run["over_seeds"]
+        ws, r = over["wrong_side"], over["recall@10"]
         dps = f"{run['docs_per_second']:.2f}" if run["docs_per_second"] else "cached"
-        lines.append(f"| {name} | {dps} | {run['candidates']:,} | {run['kept']:,} | {ws['wrong']}/{ws['named']} | "
-                     f"{run['dev_all_kept']['recall@10']:.4f} | {run['dev_at_budget']['recall@10']:.4f} | "
-                     f"{run['share_of_real_lift_at_budget']:.0%} |")  # fmt: skip
+        kept = " / ".join(f"{k:,}" for k in over["kept"])
+        lines.append(f"| {name} | {dps} | {kept} | {ws['wrong']}/{ws['named']} | "
+                     f"{run['dev_all_kept']['recall@10']:.4f} | {r['mean']:.4f} ± {r['sd']:.4f} | "
+                     f"{over['share_of_real_lift']:.0%} ({over['share_min']:.0%} to {over['share_max']:.0%}) |")
     lines += ["", "Style of the kept queries (as notebook 04 profiles them):", "",
               "| queries from | queries | mean words | mean overlap with the doc | % colloquial | % abbreviation |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip

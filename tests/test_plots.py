@@ -124,3 +124,16 @@ def test_overlaid_histograms_are_outlines_and_bars_can_carry_their_values():
     ax = bar_counts(frame, fmt="{:.0f}")
     assert sorted(t.get_text() for t in ax.texts) == ["", "28", "4", "41"]  # a missing bar gets no label
     matplotlib.pyplot.close(ax.figure)
+
+
+def test_barh_values_draws_each_seed_over_its_mean():
+    """A bar is a mean; its seeds are dots on the same row (a missing seed draws nothing)."""
+    from workbook.plots import barh_values
+
+    means = pd.Series({"a": 0.5, "b": 0.6})
+    seeds = pd.DataFrame({42: [0.48, 0.61], 1042: [0.52, None]}, index=["a", "b"])
+    ax = barh_values(means, points=seeds)
+    dots = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()]
+    assert dots == [([0.48, 0.52], [0, 0]), ([0.61], [1])]
+    assert [p.get_width() for p in ax.patches] == [0.5, 0.6]
+    assert not barh_values(means).get_lines(), "no points, no dots"

@@ -99,8 +99,13 @@ def hist_compare(
     return ax
 
 
-def barh_values(series: pd.Series, ax=None, title: str = "", xlabel: str = "", fmt: str = "{:.2f}"):
+def barh_values(series: pd.Series, ax=None, title: str = "", xlabel: str = "", fmt: str = "{:.2f}",
+                points: pd.DataFrame | None = None):
     """Horizontal bars, one per index entry, each labelled with its value.
+
+    Args:
+        points: values to draw as dots over each entry's bar (a row per index entry, e.g. a column per seed when
+            the bar is their mean).
 
     Returns:
         The axes drawn on.
@@ -108,8 +113,11 @@ def barh_values(series: pd.Series, ax=None, title: str = "", xlabel: str = "", f
     ax = _axes(ax)
     ax.barh([str(i) for i in series.index], series.to_numpy(), color="#1f77b4")
     ax.invert_yaxis()
-    for y, v in enumerate(series.to_numpy()):
-        ax.text(v, y, " " + fmt.format(v), va="center", fontsize="small")
+    for y, (name, v) in enumerate(series.items()):
+        row = points.loc[name].dropna().to_numpy() if points is not None else []
+        if len(row):
+            ax.plot(row, [y] * len(row), "o", color="black", ms=4, zorder=3)
+        ax.text(max([v, *row]), y, "  " + fmt.format(v), va="center", fontsize="small")  # right of bar and dots
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
