@@ -49,6 +49,8 @@ METRICS = ("recall@10", "ndcg@10", "mrr@10")
 COMMITTED = "gemma-3-270m, few-shot (the committed prompt)"
 # The two servers' ports: fixed, since an endpoint's URL is part of its generator's cache key (a re-run reuses them).
 SERVER_PORTS = (18271, 18272)
+#: The round trip's strictness, tried on the committed prompt's sets: the committed filter, a looser one, none.
+ROUND_TRIPS = (("top 20 (the committed filter)", 20), ("top 100", 100), ("off", None))
 
 
 def main() -> None:
@@ -136,6 +138,7 @@ def main() -> None:
                 how = f"OpenAIGenerator, {api} API, 127.0.0.1"
                 candidates[name, seed] = (*generated(endpoint, committed, seed), how)
 
+    previous = json.loads(OUT.read_text(encoding="utf-8")).get("runs", {}) if OUT.exists() else {}
     sets, runs, profiles = {}, {}, []
     for (name, seed), (cands, seconds, new, how) in candidates.items():
         filtered = apply_filters(cands, ds, round_trip, lookalikes=lookalikes)
@@ -185,7 +188,25 @@ def main() -> None:
         seconds = sum(one["generation_seconds"] for one in run["seeds"] if one["new_docs"])
         new = sum(one["new_docs"] for one in run["seeds"])
         run["docs_per_second"] = round(new / seconds, 3) if new and seconds else None  # the seeds generated anew
+        if run["docs_per_second"] is None:  # every seed read from the cache: the speed of the run that generated it
+            run["docs_per_second"] = previous.get(name, {}).get("docs_per_second")
         run["style"] = {k: (float(v) if k != "queries" else int(v)) for k, v in summary.loc[name].items()}
+    # Does the round trip cap what the queries teach? It keeps a query only where the base model or BM25 finds its
+    # source in the top k, so it favours easy queries; the committed prompt's sets, refiltered looser and without it.
+    real = real_items(ds, "train")
+    real_ranks = round_trip.ranks([q for q, _ in real], [d[0] for _, d in real])
+    round_trips = {"real_training_queries_passing": round(float(real_ranks.notna().any(axis=1).mean()), 4)}
+    for label, k in ROUND_TRIPS:
+        check = RoundTrip(ds, base, k=k, cache_dir=cfg.cache_dir / "embeddings") if k else None
+        seeds_k = []
+        for seed in seeds:
+            filtered = apply_filters(candidates[COMMITTED, seed][0], ds, check, lookalikes=lookalikes)
+            pairs = kept_pairs(filtered)
+            dev = dev_of(seed, source="synthetic", max_rows=budget, synthetic_pairs=pairs)
+            seeds_k.append({"seed": seed, "kept": len(pairs), "dev_at_budget": dev,
+                            "wrong_side": attribute_mismatch(filtered, ds, CASE_STUDY_ATTRIBUTES["side"])})  # fmt: skip
+        round_trips[label] = {"k": k, "seeds": seeds_k,
+                              "over_seeds": over_seeds(seeds_k, base_dev["recall@10"], real_lifts)}  # fmt: skip
     result = {
         "machine": {"description": args.machine, "cpus": os.cpu_count(), "python": platform.python_version(),
                     "threads": threads},  # fmt: skip
@@ -202,6 +223,7 @@ def main() -> None:
         "real_style": {k: (float(v) if k != "queries" else int(v))
                        for k, v in summary.loc["real training queries"].items()},  # fmt: skip
         "runs": runs,
+        "round_trip": round_trips,
     }
     OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(table(result))
@@ -240,7 +262,8 @@ def table(result: dict) -> str:
              "each seed generates the set anew (its own sampling seed per document) and trains it (its own row sample "
              f"and batch order). Base model dev Recall@10 {result['base_dev']['recall@10']:.4f}; real training queries "
              f"at {b:,} rows {real['mean']:.4f} ± {real['sd']:.4f} over the same seeds (another row sample each). "
-             "docs/s counts the documents this run generated (a seed read from the cache adds none).", "",
+             "docs/s counts the documents generated anew (a rerun that reads every seed from the cache keeps the "
+             "speed of the run that generated them).", "",
              f"| generator and prompt | docs/s | kept, per seed | wrong side (kept, all seeds) | dev R@10, all kept "
              f"(seed {seeds[0]}) | dev R@10 at {b:,} rows, mean ± sd | share of the real lift (per seed) |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -252,6 +275,18 @@ def table(result: dict) -> str:
         lines.append(f"| {name} | {dps} | {kept} | {ws['wrong']}/{ws['named']} | "
                      f"{run['dev_all_kept']['recall@10']:.4f} | {r['mean']:.4f} ± {r['sd']:.4f} | "
                      f"{over['share_of_real_lift']:.0%} ({over['share_min']:.0%} to {over['share_max']:.0%}) |")
+    rt = result["round_trip"]
+    passing = rt["real_training_queries_passing"]
+    lines += ["", f"The round trip's strictness, on the committed prompt's sets ({passing:.0%} of the real training "
+              "queries pass the committed top-20 round trip):", "",
+              f"| round trip | kept, per seed | wrong side (kept, all seeds) | dev R@10 at {b:,} rows, mean ± sd | "
+              "share of the real lift (per seed) |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for label, one in ((k, v) for k, v in rt.items() if isinstance(v, dict)):
+        over = one["over_seeds"]
+        ws, r = over["wrong_side"], over["recall@10"]
+        lines.append(f"| {label} | {' / '.join(f'{k:,}' for k in over['kept'])} | {ws['wrong']}/{ws['named']} | "
+                     f"{r['mean']:.4f} ± {r['sd']:.4f} | {over['share_of_real_lift']:.0%} "
+                     f"({over['share_min']:.0%} to {over['share_max']:.0%}) |")  # fmt: skip
     lines += ["", "Style of the kept queries (as notebook 04 profiles them):", "",
               "| queries from | queries | mean words | mean overlap with the doc | % colloquial | % abbreviation |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
