@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml Makefile workbook/llmbuild.py
 	$(VENV)/bin/workbook prepare
 	@touch $(STAMP)
 
-# The optional scale extra (Ray, about 240 MB): the tests need it; the course's default set-up does not.
+# The scale extra (Ray, about 240 MB): notebook 08 and the tests need it, so `make casestudy` and `make test` install it;
+# `make setup` (the course's default set-up, for the lab) does not.
 SCALE_STAMP := $(VENV)/.scale-done
 scale: $(SCALE_STAMP)
 $(SCALE_STAMP): $(STAMP)
@@ -62,7 +63,7 @@ test: setup scale lint browser
 # executed copies go to runs/casestudy-fast/executed-notebooks/), and two run side by side where their inputs allow
 # (workbook.nbrun.NEEDS; JOBS=1 runs one at a time).
 MODE := $(if $(filter-out 0,$(FAST)),fast,full)
-casestudy: setup
+casestudy: setup scale
 	@start=$$(date +%s); warm=$$(test -d .cache/embeddings && echo true || echo false); \
 	export WORKBOOK_FAST=$(if $(filter fast,$(MODE)),1,0); mkdir -p runs/casestudy-$(MODE); \
 	export WORKBOOK_WORKLOG=$(CURDIR)/runs/casestudy-$(MODE)/worklog.jsonl; rm -f $$WORKBOOK_WORKLOG; \
