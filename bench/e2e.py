@@ -10,7 +10,11 @@ Usage (from the repository root, after ``make setup``)::
 
 The case study takes hours on 2 CPU cores, so it is not re-run here: ``make casestudy`` records its own wall time in
 ``runs/casestudy-full/make_casestudy.json`` and ``workbook casestudy`` its steps in ``runs/casestudy-full/run.json``,
-which this script reads.
+which this script reads. Cold, from a fresh clone, as a stranger meets it::
+
+    ../shared/tools/fresh-clone-test.sh "bash bench/cold_casestudy.sh"   # prints the clone's log path at the end
+    .venv/bin/python bench/e2e.py --skip-tests --cold-log /tmp/fresh-clone.XXXX/log --machine "2 cores, quiet"
+        # records it, finished or stopped midway (then as stopped, with the notebooks it finished)
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def workbook_casestudy(run_json: Path) -> dict | None:
             "steps_seconds": round(sum(s["last_run_seconds"] for s in steps), 1),
             "finetune_seconds": next((round(s["last_run_seconds"], 1) for s in steps if s["name"] == "05_finetune"),
                                      None),
-            "source": str(run_json.relative_to(ROOT))}  # fmt: skip
+            "source": str(run_json.relative_to(ROOT) if run_json.is_relative_to(ROOT) else run_json)}  # fmt: skip
 
 
 def fresh_clone(log: Path, machine: str) -> dict:
@@ -81,6 +85,40 @@ def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
                           for n in notebooks},
             "cpu": cpu_name(), "machine": machine,
             "computed": computed(runs / "worklog.jsonl") if (runs / "worklog.jsonl").is_file() else None}  # fmt: skip
+
+
+NOTEBOOK_LINE = re.compile(r"^\[(\d+)/(\d+)\] (\S+\.ipynb): (done|FAILED) in ([\d.]+) min, peak RSS "
+                           r"(?:([\d.]+) GiB|not measured)$", re.MULTILINE)  # fmt: skip
+
+
+def cold_log(log: Path, machine: str) -> dict:
+    """A ``bench/cold_casestudy.sh`` run in a fresh clone (``log``: the clone's log from ``fresh-clone-test.sh``),
+    finished or stopped midway: set-up and case-study wall time, each notebook it finished (time and peak RSS, to
+    the 0.1 min and 0.01 GiB the log prints) and, from the clone beside the log, what it computed (its work log) and
+    the pipeline's steps. A run stopped midway (killed, the machine taken back) or still running is recorded with what
+    it has finished: ``complete`` is False and ``seconds`` None."""
+    text = log.read_text(errors="replace")
+    start = re.search(r"^COMMIT (\w+) START (\S+)$", text, re.MULTILINE)
+    setup = re.search(r"^SETUP_SECONDS (\d+)", text, re.MULTILINE)
+    if not start or not setup:
+        raise SystemExit(f"{log}: not the log of bench/cold_casestudy.sh past its set-up")
+    end = re.search(r"^CASESTUDY_SECONDS (\d+) rc (\d+)", text, re.MULTILINE)
+    books = {m.group(3): {"seconds": round(float(m.group(5)) * 60, 1), "exit_code": 0 if m.group(4) == "done" else 1,
+                          "peak_rss_mb": round(float(m.group(6)) * 1024, 1) if m.group(6) else None}
+             for m in NOTEBOOK_LINE.finditer(text)}  # fmt: skip
+    total = next((int(m.group(2)) for m in NOTEBOOK_LINE.finditer(text)), None)
+    mode = "fast" if "running (fast mode" in text else "full"
+    runs = log.parent / "project" / "runs" / f"casestudy-{mode}"
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return {"mode": mode, "warm_cache": False, "complete": bool(end) and end.group(2) == "0",
+            "exit_code": int(end.group(2)) if end else None, "seconds": int(end.group(1)) if end else None,
+            "setup_seconds": int(setup.group(1)), "commit": start.group(1), "started": start.group(2),
+            "notebooks_total": total, "notebooks_finished": len(books), "jobs": 1 if mode == "full" else None,
+            "notebooks_seconds": round(sum(b["seconds"] for b in books.values()), 1), "notebooks": books,
+            "peak_rss_mb_one_process": round(int(peak.group(1)) / 1024, 1) if peak else None,
+            "pipeline": workbook_casestudy(runs / "run.json") if (runs / "run.json").is_file() else None,
+            "computed": computed(runs / "worklog.jsonl") if (runs / "worklog.jsonl").is_file() else None,
+            "cpu": cpu_name(), "machine": machine, "source": "bench/cold_casestudy.sh in a fresh clone"}  # fmt: skip
 
 
 def computed(worklog: Path, pytest_seconds: float | None = None) -> dict:
@@ -187,6 +225,8 @@ def main() -> None:
                         help="record the finished `make casestudy [FAST=1]` in CHECKOUT (e.g. a fresh clone)")
     parser.add_argument("--mode", choices=("fast", "full"), default="fast", help="with --casestudy-run: which one")
     parser.add_argument("--worklog", type=Path, help="with --profile-junit: that run's work log (WORKBOOK_WORKLOG)")
+    parser.add_argument("--cold-log", type=Path, metavar="LOG",
+                        help="record the bench/cold_casestudy.sh run whose fresh-clone log is LOG (finished or not)")
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     # Records this machine does not have (runs/ is not in git) keep their last committed values.
@@ -197,6 +237,9 @@ def main() -> None:
         run = casestudy_run(args.casestudy_run, args.mode, args.machine) | {"probe": speed_probe()}
         side = f", {run['jobs']} side by side" if run.get("jobs", 1) > 1 else ""
         out["casestudy_runs"][f"{args.mode}, {'warm' if run['warm_cache'] else 'cold'}{side}"] = run
+    if args.cold_log:
+        run = cold_log(args.cold_log, args.machine) | {"probe": speed_probe()}
+        out["casestudy_runs"][f"{run['mode']}, cold, fresh clone"] = run
     if args.profile_junit:
         prof = junit_profile(args.profile_junit, args.machine)
         if args.worklog:

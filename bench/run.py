@@ -269,6 +269,14 @@ def md_speed(speed: dict | None, mining: dict | None) -> str:
     return "\n\n".join(parts) or "_not measured yet_"
 
 
+def notebook_cell(rec: dict | None) -> str:
+    """One notebook's wall time and peak RSS in the end-to-end table ("-": not run, or not reached)."""
+    if rec is None:
+        return "-"
+    peak = "peak not measured" if rec.get("peak_rss_mb") is None else f"{rec['peak_rss_mb'] / 1024:.2f} GiB"
+    return f"{rec['seconds'] / 60:.1f} min, {peak}"
+
+
 def md_e2e(e2e: dict | None) -> str:
     if not e2e:
         return "_not measured yet_"
@@ -293,21 +301,28 @@ def md_e2e(e2e: dict | None) -> str:
     runs = sorted((e2e.get("casestudy_runs") or {}).items())
     for _, run in runs:
         state = "empty caches (no `.cache/` embeddings, no `artifacts/`)" if not run["warm_cache"] else "warm caches"
+        if run.get("source", "").endswith("in a fresh clone"):  # bench/cold_casestudy.sh
+            setup = run["setup_seconds"] / 60
+            state = f"a fresh clone of {run['commit']} (empty caches), after its set-up ({setup:.0f} min)"
         flag = " FAST=1" if run["mode"] == "fast" else ""
-        side = f"; {run['jobs']} notebooks side by side" if run.get("jobs", 1) > 1 else ""
+        side = f"; {run['jobs']} notebooks side by side" if (run.get("jobs") or 1) > 1 else ""
         together = run.get("peak_pss_mb_together")
         if together:
             side += f"; all their processes held at most {together / 1024:.2f} GiB (PSS, sampled each second)"
-        lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']}{side} | "
-                     f"{run['seconds'] / 60:.1f} min |")  # fmt: skip
+        if run.get("complete", True):
+            wall = f"{run['seconds'] / 60:.1f} min"
+        else:  # stopped midway, or still running when recorded: what it finished, and the time that took
+            side += (f"; **not finished** when recorded: {run['notebooks_finished']} of its {run['notebooks_total']} "
+                     f"notebooks done, so not a measurement of the whole")  # fmt: skip
+            wall = f"{run['notebooks_seconds'] / 60:.1f} min for those"
+        lines.append(f"| `make casestudy{flag}`, {state}; {run['cpu']}, {run['machine']}{side} | {wall} |")
     if runs:
         lines += ["", "Each notebook of those runs (wall time, peak RSS):", "",
                   "| notebook | " + " | ".join(f"`make casestudy`, {name}" for name, _ in runs) + " |",
                   "|---|" + "---:|" * len(runs)]  # fmt: skip
         names = sorted({nb for _, run in runs for nb in run["notebooks"]})
         for nb in names:
-            cells = [f"{r['notebooks'][nb]['seconds'] / 60:.1f} min, {r['notebooks'][nb]['peak_rss_mb'] / 1024:.2f} GiB"
-                     if nb in r["notebooks"] else "-" for _, r in runs]  # fmt: skip
+            cells = [notebook_cell(r["notebooks"].get(nb)) for _, r in runs]
             lines.append(f"| `{nb}` | " + " | ".join(cells) + " |")
         if any(r.get("jobs", 1) > 1 for _, r in runs):
             lines += ["", "Side by side, a notebook's wall time includes the share of the two cores its neighbour "

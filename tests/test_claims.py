@@ -35,6 +35,41 @@ def test_readme_test_time_comes_from_the_bench_result():
     assert _block((ROOT / "README.md").read_text(), "test-time") == e2e.readme_block(result)
 
 
+def test_a_cold_case_study_is_recorded_from_its_log_finished_or_stopped(tmp_path):
+    """bench/cold_casestudy.sh's log, read by e2e.cold_log: a run stopped midway (or still running) is recorded as
+    not finished, with the notebooks it finished, and the end-to-end table says so instead of passing its partial
+    time off as the whole."""
+    import e2e
+    import run
+
+    log = tmp_path / "log"
+    lines = ["CPU: a CPU", "COMMIT abc1234 START 2026-12-06T20:52:30Z", "pip noise", "SETUP_SECONDS 540 at now",
+             "[1/9] 00_setup_check.ipynb: running (full mode)",
+             "[1/9] 00_setup_check.ipynb: done in 4.7 min, peak RSS 1.15 GiB",
+             "[2/9] 01_diagnose_mismatch.ipynb: running (full mode, ETA 300 min from the last run's times)",
+             "[2/9] 01_diagnose_mismatch.ipynb: done in 11.1 min, peak RSS not measured"]  # fmt: skip
+    log.write_text("\n".join(lines) + "\n")
+    stopped = e2e.cold_log(log, "2 cores, quiet")
+    assert stopped["mode"] == "full" and not stopped["complete"] and stopped["seconds"] is None
+    assert stopped["setup_seconds"] == 540 and stopped["commit"] == "abc1234" and stopped["notebooks_total"] == 9
+    assert stopped["notebooks"] == {
+        "00_setup_check.ipynb": {"seconds": 282.0, "exit_code": 0, "peak_rss_mb": 1177.6},
+        "01_diagnose_mismatch.ipynb": {"seconds": 666.0, "exit_code": 0, "peak_rss_mb": None},
+    }
+    assert stopped["notebooks_seconds"] == 948.0 and stopped["pipeline"] is None and stopped["computed"] is None
+    table = run.md_e2e({"casestudy_runs": {"full, cold, fresh clone": stopped}})
+    assert "**not finished** when recorded: 2 of its 9 notebooks done" in table and "15.8 min for those" in table
+    assert "| `01_diagnose_mismatch.ipynb` | 11.1 min, peak not measured |" in table
+    with log.open("a") as f:
+        f.write("\tMaximum resident set size (kbytes): 3145728\nCASESTUDY_SECONDS 15000 rc 0 at then\n")
+    done = e2e.cold_log(log, "2 cores, quiet")
+    assert done["complete"] and done["seconds"] == 15000 and done["peak_rss_mb_one_process"] == 3072.0
+    assert "| 250.0 min |" in run.md_e2e({"casestudy_runs": {"full, cold, fresh clone": done}})
+    log.write_text("pip noise\n")  # stopped in its set-up: nothing to record
+    with pytest.raises(SystemExit, match="not the log of bench/cold_casestudy.sh past its set-up"):
+        e2e.cold_log(log, "x")
+
+
 @pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory", "precision",
                                   "allocator", "train-step", "synth-speed", "synth-gpl", "synth-style",
                                   "synth-generators", "docs-only"])

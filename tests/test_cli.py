@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.test_data import tiny
 from workbook.cli import main
 from workbook.config import get_config
@@ -79,6 +81,28 @@ def test_notebooks_run_in_order_with_peak_rss_and_stop_at_a_failure(tmp_path):
     again = run_notebooks(cfg, ["01"], out=tmp_path / "nb.json", log=lines.append)
     assert len(again) == 1 and "ETA" in lines[-2]  # the ETA comes from the last run's times
     assert len(json.loads((tmp_path / "nb.json").read_text())["notebooks"]) == 2  # the other record is kept
+
+
+def test_a_run_stopped_midway_keeps_the_notebooks_it_finished(tmp_path):
+    """Real kernel: the record is written after each notebook, so a run stopped after its first (here by the log
+    raising, as a Ctrl-C would) keeps that notebook's time, with ``finished`` unset."""
+    import json
+
+    from workbook.nbrun import run_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    for name in ("01_first", "02_second"):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", "1 + 1")
+
+    def stop_after_the_first(line: str) -> None:
+        if line.startswith("[1/2] 01_first.ipynb: done"):
+            raise KeyboardInterrupt("stopped after the first notebook")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_notebooks(get_config(fast=True, root=tmp_path), out=tmp_path / "nb.json", log=stop_after_the_first)
+    saved = json.loads((tmp_path / "nb.json").read_text())
+    assert [r["notebook"] for r in saved["notebooks"]] == ["01_first.ipynb"] and saved["finished"] is None
+    assert saved["notebooks"][0]["exit_code"] == 0 and saved["notebooks"][0]["seconds"] > 0
 
 
 def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path, monkeypatch):

@@ -296,9 +296,19 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     failed = False
     start = time.perf_counter()
 
+    def save(finished: bool) -> None:
+        """Write the record: after each notebook (``finished`` None until the run ends), so a run stopped midway
+        (killed, the machine taken back) keeps the times of the notebooks it finished, and the next run's ETA."""
+        rows = kept | {r["notebook"]: r for r in records}  # notebooks not run this time keep their last record
+        write_json(out, {"mode": cfg.mode, "jobs": jobs, "seconds": round(time.perf_counter() - start, 1),
+                         "peak_pss_mb_together": together.peak_mb, "peak_rss_mb_together": peak_together_mb(records),
+                         "finished": datetime.datetime.now().isoformat(timespec="seconds") if finished else None,
+                         "notebooks": [rows[k] for k in sorted(rows)]})  # fmt: skip
+
     def finish(name: str, rec: dict) -> None:
         nonlocal failed
         records.append(rec)
+        save(finished=False)
         if rec["exit_code"] == 0:
             done.add(name)
             strip_progress(paths[name] if copies is None else copies / name)
@@ -338,9 +348,5 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: number[running[f]]):
                 finish(running.pop(future), future.result())
-    kept.update({r["notebook"]: r for r in records})  # notebooks not run this time keep their last record
-    write_json(out, {"mode": cfg.mode, "jobs": jobs, "seconds": round(time.perf_counter() - start, 1),
-                     "peak_pss_mb_together": together.peak_mb, "peak_rss_mb_together": peak_together_mb(records),
-                     "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                     "notebooks": [kept[k] for k in sorted(kept)]})  # fmt: skip
+    save(finished=True)
     return records
