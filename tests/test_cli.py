@@ -105,6 +105,36 @@ def test_a_run_stopped_midway_keeps_the_notebooks_it_finished(tmp_path):
     assert saved["notebooks"][0]["exit_code"] == 0 and saved["notebooks"][0]["seconds"] > 0
 
 
+def test_a_first_run_takes_its_eta_from_the_committed_cold_run(tmp_path):
+    """A fresh clone has no times of its own: the ETA comes from bench/results/e2e.json's cold run of the same mode
+    and as many notebooks at a time; the last run's times win where there are some; no ETA where a notebook has
+    neither."""
+    import json
+
+    from workbook.nbrun import COLD_REFERENCE, cold_times, eta_text
+
+    cfg = get_config(fast=True, root=tmp_path)
+    assert cold_times(cfg) == {}
+    one = {"mode": "fast", "warm_cache": False, "jobs": 1, "notebooks": {"01_a.ipynb": {"seconds": 60},
+                                                                          "02_b.ipynb": {"seconds": 120}}}
+    other = {"notebooks": {"03_c.ipynb": {"seconds": 9}}}  # in runs that do not count: side by side, warm, full
+    runs = {"fast, cold": one, "fast, cold, 2 side by side": one | other | {"jobs": 2},
+            "fast, warm": one | other | {"warm_cache": True}, "full, cold": one | other | {"mode": "full"}}
+    (tmp_path / COLD_REFERENCE).parent.mkdir(parents=True)
+    (tmp_path / COLD_REFERENCE).write_text(json.dumps({"casestudy_runs": runs}))
+    cold = cold_times(cfg)
+    assert cold == {"01_a.ipynb": 60.0, "02_b.ipynb": 120.0}
+    assert cold_times(cfg, jobs=2) == {"03_c.ipynb": 9.0}  # the run with as many side by side
+    both = ["01_a.ipynb", "02_b.ipynb"]
+    assert eta_text(both, {}, cold, 1) == f", ETA 3 min from a cold run's ({COLD_REFERENCE})"
+    assert eta_text(both, {"01_a.ipynb": 240.0}, cold, 1) == (
+        f", ETA 6 min from the last run's times and a cold run's ({COLD_REFERENCE})")
+    assert eta_text(both, {"01_a.ipynb": 60.0, "02_b.ipynb": 60.0}, cold, 1) == ", ETA 2 min from the last run's times"
+    assert eta_text([*both, "03_c.ipynb"], {}, cold, 1) == ""
+    (tmp_path / COLD_REFERENCE).write_text("{not json")
+    assert cold_times(cfg) == {}  # a broken reference costs the ETA, not the run
+
+
 def test_notebooks_run_side_by_side_only_where_their_inputs_allow(tmp_path, monkeypatch):
     """Real kernels, two at a time: 02 and 03 need only 01 (absent here), so they overlap; 05 waits for 03's
     negatives, and a notebook NEEDS does not list waits for every one before it. Each kernel's OpenMP threads wait

@@ -30,6 +30,9 @@ from workbook.files import read_json, write_json
 from workbook.memory import TreePeak, maxrss_mb
 
 RECORD = "notebooks.json"
+#: The committed end-to-end record (``bench/e2e.py``): its cold runs give a first run, which has no times of its own
+#: (a fresh clone), its ETA.
+COLD_REFERENCE = Path("bench") / "results" / "e2e.json"
 
 # Runs the command in argv and prints the largest ru_maxrss of any process it waited for.
 _WRAPPER = (
@@ -213,6 +216,37 @@ def default_jobs(fast: bool) -> int:
     return 2 if gib >= SIDE_BY_SIDE_MIN_GIB else 1
 
 
+def cold_times(cfg: Config, jobs: int = 1) -> dict[str, float]:
+    """Each notebook's seconds in the committed cold runs of ``cfg``'s mode with ``jobs`` notebooks at a time (side
+    by side, each one's time includes its neighbour's share of the cores), from :data:`COLD_REFERENCE` (``{}`` where
+    there is none, or it cannot be read): the ETA of a first run."""
+    path = cfg.root / COLD_REFERENCE
+    if not path.is_file():
+        return {}
+    times: dict[str, float] = {}
+    try:
+        for run in (read_json(path).get("casestudy_runs") or {}).values():
+            if run.get("mode") == cfg.mode and not run.get("warm_cache") and (run.get("jobs") or 1) == jobs:
+                for name, rec in run.get("notebooks", {}).items():
+                    times.setdefault(name, float(rec["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a broken reference costs the ETA, not the run
+        return {}
+    return times
+
+
+def eta_text(left: Sequence[str], last: dict[str, float], cold: dict[str, float], jobs: int) -> str:
+    """The ETA of the notebooks ``left``: from the last run's times where there are some for each (``last``), else
+    with a committed cold run's (``cold``, :func:`cold_times`) for those never run here; ``""`` where some have
+    neither."""
+    if all(last.get(n) is not None for n in left):
+        return f", ETA {plan_seconds(left, last, jobs) / 60:.0f} min from the last run's times"
+    both = cold | {n: t for n, t in last.items() if t is not None}
+    if not all(both.get(n) is not None for n in left):
+        return ""
+    source = "the last run's times and " if any(n in last for n in left) else ""
+    return f", ETA {plan_seconds(left, both, jobs) / 60:.0f} min from {source}a cold run's ({COLD_REFERENCE})"
+
+
 def critical_path(names: Sequence[str], seconds: dict[str, float | None]) -> dict[str, float]:
     """Each notebook's own time plus the longest chain of notebooks that wait for it (unknown times count 60 s): the
     scheduler starts the ready notebook with the longest one first."""
@@ -284,9 +318,10 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
     if out.is_file():
         kept = {r["notebook"]: r for r in read_json(out).get("notebooks", [])}
     previous = {name: r["seconds"] for name, r in kept.items()}
+    cold = cold_times(cfg, jobs)
     paths = {p.name: p for p in notebook_paths(cfg, names)}
     order = list(paths)
-    rank = critical_path(order, previous)
+    rank = critical_path(order, cold | previous)
     # one at a time: in file order, as the course reads; side by side: as NEEDS allows, the longest chain first
     after = needs(order) if jobs > 1 else {name: order[:i] for i, name in enumerate(order)}
     number = {name: i for i, name in enumerate(order, start=1)}
@@ -333,9 +368,7 @@ def run_notebooks(cfg: Config, names: Sequence[str] = (), out: Path | None = Non
             ready = [] if failed else [n for n in order if n not in started and all(d in done for d in after[n])]
             for name in next_up(ready, rank, jobs - len(running)):
                 left = [n for n in order if n not in done]  # a running one counts its whole last time
-                eta = ""
-                if all(previous.get(n) is not None for n in left):
-                    eta = f", ETA {plan_seconds(left, previous, jobs) / 60:.0f} min from the last run's times"
+                eta = eta_text(left, previous, cold, jobs)
                 longer = [n for n in (*running.values(), *ready) if rank[n] > rank[name]] if jobs > 1 else []
                 nice = SIDE_NICE if longer else 0
                 side = f", beside {', '.join(running.values())}" if running else ""
