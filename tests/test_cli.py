@@ -105,6 +105,41 @@ def test_a_run_stopped_midway_keeps_the_notebooks_it_finished(tmp_path):
     assert saved["notebooks"][0]["exit_code"] == 0 and saved["notebooks"][0]["seconds"] > 0
 
 
+def test_a_kernel_that_dies_before_its_first_reply_is_started_once_more(tmp_path, monkeypatch):
+    """A real kernel whose first start dies at once (as when another kernel took one of its ports): no cell ran, so
+    the notebook is executed once more and succeeds; a kernel that always dies still fails, naming the cause."""
+    import json
+
+    from workbook.nbrun import KERNEL_DIED_AT_START, execute
+
+    marker, launcher = tmp_path / "started-once", tmp_path / "flaky_kernel.py"
+    launcher.write_text(
+        "import pathlib, runpy, sys\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists() or 'always' in sys.argv:\n"
+        "    marker.touch()\n"
+        "    sys.exit(1)\n"
+        "sys.argv = [sys.argv[0], *sys.argv[2:]]\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n"
+    )
+    for name, extra in (("flaky", []), ("dead", ["always"])):
+        spec = tmp_path / "jupyter" / "kernels" / name
+        spec.mkdir(parents=True)
+        argv = [sys.executable, str(launcher), *(extra or ["once"]), "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    for name in ("flaky", "dead"):
+        _notebook(tmp_path / f"{name}.ipynb", "1 + 1")
+        nb = json.loads((tmp_path / f"{name}.ipynb").read_text())
+        nb["metadata"]["kernelspec"] = {"name": name, "display_name": name, "language": "python"}
+        (tmp_path / f"{name}.ipynb").write_text(json.dumps(nb))
+    rec = execute(tmp_path / "flaky.ipynb", fast=True, out_dir=tmp_path / "out")
+    assert marker.exists() and rec["exit_code"] == 0, rec["stderr_tail"]
+    assert json.loads((tmp_path / "out" / "flaky.ipynb").read_text())["cells"][0]["outputs"]
+    dead = execute(tmp_path / "dead.ipynb", fast=True, out_dir=tmp_path / "out")
+    assert dead["exit_code"] != 0 and KERNEL_DIED_AT_START in dead["stderr_tail"]
+
+
 def test_a_first_run_takes_its_eta_from_the_committed_cold_run(tmp_path):
     """A fresh clone has no times of its own: the ETA comes from bench/results/e2e.json's cold run of the same mode
     and as many notebooks at a time; the last run's times win where there are some; no ETA where a notebook has

@@ -34,6 +34,9 @@ RECORD = "notebooks.json"
 #: (a fresh clone), its ETA.
 COLD_REFERENCE = Path("bench") / "results" / "e2e.json"
 
+#: What nbclient raises when a kernel exits before it answers its first request: no cell has run.
+KERNEL_DIED_AT_START = "Kernel died before replying to kernel_info"
+
 # Runs the command in argv and prints the largest ru_maxrss of any process it waited for.
 _WRAPPER = (
     "import resource, subprocess, sys\n"
@@ -158,6 +161,10 @@ def execute(path: Path, fast: bool, out_dir: Path | None = None, env: dict[str, 
     start = time.perf_counter()
     lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None  # noqa: E731 (POSIX only)
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=lower)
+    if proc.returncode != 0 and KERNEL_DIED_AT_START in proc.stderr:
+        # No cell ran, so once more is safe: jupyter_client picks a kernel's ports by binding and releasing them,
+        # and another kernel starting at the same moment (a neighbour, a test) can take one first.
+        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=lower)
     seconds = time.perf_counter() - start
     peak = None
     kept = []
