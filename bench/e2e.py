@@ -103,7 +103,8 @@ def cold_log(log: Path, machine: str) -> dict:
     if not start or not setup:
         raise SystemExit(f"{log}: not the log of bench/cold_casestudy.sh past its set-up")
     end = re.search(r"^CASESTUDY_SECONDS (\d+) rc (\d+)", text, re.MULTILINE)
-    books = {m.group(3): {"seconds": round(float(m.group(5)) * 60, 1), "exit_code": 0 if m.group(4) == "done" else 1,
+    books = {m.group(3): {"seconds": round(float(m.group(5)) * 60, 1), "minutes": float(m.group(5)),
+                          "exit_code": 0 if m.group(4) == "done" else 1,
                           "peak_rss_mb": round(float(m.group(6)) * 1024, 1) if m.group(6) else None}
              for m in NOTEBOOK_LINE.finditer(text)}  # fmt: skip
     total = next((int(m.group(2)) for m in NOTEBOOK_LINE.finditer(text)), None)

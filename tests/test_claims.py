@@ -53,8 +53,8 @@ def test_a_cold_case_study_is_recorded_from_its_log_finished_or_stopped(tmp_path
     assert stopped["mode"] == "full" and not stopped["complete"] and stopped["seconds"] is None
     assert stopped["setup_seconds"] == 540 and stopped["commit"] == "abc1234" and stopped["notebooks_total"] == 9
     assert stopped["notebooks"] == {
-        "00_setup_check.ipynb": {"seconds": 282.0, "exit_code": 0, "peak_rss_mb": 1177.6},
-        "01_diagnose_mismatch.ipynb": {"seconds": 666.0, "exit_code": 0, "peak_rss_mb": None},
+        "00_setup_check.ipynb": {"seconds": 282.0, "minutes": 4.7, "exit_code": 0, "peak_rss_mb": 1177.6},
+        "01_diagnose_mismatch.ipynb": {"seconds": 666.0, "minutes": 11.1, "exit_code": 0, "peak_rss_mb": None},
     }
     assert stopped["notebooks_seconds"] == 948.0 and stopped["pipeline"] is None and stopped["computed"] is None
     table = run.md_e2e({"casestudy_runs": {"full, cold, fresh clone": stopped}})
