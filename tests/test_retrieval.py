@@ -126,7 +126,7 @@ def test_rrf_fuses_by_reciprocal_rank():
     assert rrf([{"q": ["b", "a"]}, {"q": ["a", "b"]}])["q"] == ["a", "b"]  # ties break by id
 
 
-def test_reranker_trains_caches_and_reranks(tmp_path):
+def test_reranker_trains_caches_and_reranks(tmp_path, capsys):
     from workbook.data import Dataset
 
     corpus = {
@@ -142,7 +142,10 @@ def test_reranker_trains_caches_and_reranks(tmp_path):
     pairs = reranker_pairs(ds, "train", cands, 10, 1, seed=0)
     assert pairs.column_names == ["query", "positive", "negative_1"] and len(pairs) == 2
     assert pairs["positive"][0] == ds.doc_text("E10.65") and pairs["negative_1"][0] != pairs["positive"][0]
+    capsys.readouterr()
     ce = load_reranker(cfg, ds, cands)
+    shown = capsys.readouterr()
+    assert "loss" not in shown.out + shown.err, shown  # training prints no bar and no log dicts (a notebook's output)
     folders = list((tmp_path / "rerankers").iterdir())
     assert len(folders) == 1 and (folders[0] / "config.json").exists()
     again = load_reranker(cfg, ds, cands)  # cached: same weights, no second folder

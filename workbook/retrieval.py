@@ -356,6 +356,7 @@ def train_reranker(
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+    from transformers.trainer_callback import PrinterCallback
 
     out = Path(out_dir)
     with quiet_loading():  # no "converting to CrossEncoder" note, load report (with machine paths) or weight bar
@@ -373,10 +374,13 @@ def train_reranker(
             logging_steps=max(1, len(train_data) // batch_size // 5),
             report_to="none",
             dataloader_pin_memory=torch.cuda.is_available(),
+            disable_tqdm=True,  # no bar, and in a notebook no progress table: a cold run's outputs read as a warm one's
         )
         loss = MultipleNegativesRankingLoss(model, num_negatives=in_batch)
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss)
+        trainer.remove_callback(PrinterCallback)  # with no bar, transformers prints each log as a dict instead
         with worklog.timed("train reranker", rows=len(train_data), what=out.name):
-            CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss).train()
+            trainer.train()
         staged = Path(tmp) / "model"
         model.save_pretrained(str(staged))
         out.parent.mkdir(parents=True, exist_ok=True)
