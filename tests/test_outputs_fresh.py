@@ -35,8 +35,7 @@ def test_committed_outputs_carry_no_progress_bars(path):
     """Committed outputs show results, not machinery: a bar's states left in a notebook are dropped with
     ``nbrun.strip_progress`` (which ``workbook notebooks`` runs after each full run)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    bars = [i for i, cell in enumerate(nb["cells"]) for o in cell.get("outputs", [])
-            if o["output_type"] == "stream" and o["name"] == "stderr" and nbrun._is_progress("".join(o["text"]))]
+    bars = [i for i, cell in enumerate(nb["cells"]) for o in cell.get("outputs", []) if nbrun.is_progress_output(o)]
     assert not bars, f"{path.name}: progress-bar outputs in cells {sorted(set(bars))}; run nbrun.strip_progress"
 
 
@@ -80,13 +79,17 @@ def test_strip_progress_drops_bars_and_keeps_warnings(tmp_path):
             err("\rre-embed docs-v1:  46%|████▌     | 34304/74714 [02:50<06:57, 96.80doc/s] "),
             err("\r                                                                     "), err("\n"),
             err("\rbatches: 12/? [00:03, 4.1it/s]")]  # fmt: skip
+    table = "<div><progress value='188' max='188'></progress> [188/188 11:05, Epoch 1/1]</div><table></table>"
+    bars.append({"output_type": "display_data", "metadata": {},
+                 "data": {"text/html": [table], "text/plain": ["<IPython.core.display.HTML object>"]}})  # fmt: skip
     warning = err("UserWarning: 3 queries have no relevant document\n")
     result = {"output_type": "stream", "name": "stdout", "text": ["13,089 rows\n"]}
+    frame = {"output_type": "display_data", "metadata": {}, "data": {"text/html": ["<table><tr><td>1</td></tr>"]}}
     nb = {"cells": [{"cell_type": "code", "source": ["x"], "metadata": {}, "execution_count": 1,
-                     "outputs": [*bars[:2], result, warning, *bars[2:]]}],
+                     "outputs": [*bars[:2], result, warning, frame, *bars[2:]]}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
     path = tmp_path / "01_x.ipynb"
     path.write_text(json.dumps(nb))
     assert nbrun.strip_progress(path) == len(bars)
-    assert json.loads(path.read_text())["cells"][0]["outputs"] == [result, warning]
+    assert json.loads(path.read_text())["cells"][0]["outputs"] == [result, warning, frame]
     assert nbrun.strip_progress(path) == 0

@@ -103,19 +103,31 @@ def _is_progress(text: str) -> bool:
     return all(not p or _BAR.search(p) for p in parts)
 
 
+def is_progress_output(output: dict) -> bool:
+    """Whether a notebook output is a progress display: tqdm bar states on stderr, or transformers' notebook progress
+    bar (an HTML ``<progress>``, with the trainer's loss table), which a cold run shows while it trains and a warm
+    one (the model cached) never does."""
+    if output["output_type"] == "stream":
+        return output["name"] == "stderr" and _is_progress("".join(output["text"]))
+    if output["output_type"] in ("display_data", "update_display_data"):
+        html = output.get("data", {}).get("text/html", "")
+        return "<progress " in ("".join(html) if isinstance(html, list) else html)
+    return False
+
+
 def strip_progress(path: Path) -> int:
-    """Drop progress-bar chunks from a notebook's stderr outputs, in place; the number dropped.
+    """Drop progress displays (:func:`is_progress_output`) from a notebook's outputs, in place; the number dropped.
 
     Committed outputs show results, not machinery: a full run writes hundreds of bar states ("Loading weights",
-    "re-embed docs") that bury the cell's result. Anything else on stderr (a warning, a traceback) is kept.
+    "re-embed docs") that bury the cell's result, and a cold run's trainings a progress table a warm run lacks.
+    Anything else on stderr (a warning, a traceback) is kept.
     """
     nb = read_json(path)
     dropped = 0
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
-        kept = [o for o in cell.get("outputs", [])
-                if not (o["output_type"] == "stream" and o["name"] == "stderr" and _is_progress("".join(o["text"])))]
+        kept = [o for o in cell.get("outputs", []) if not is_progress_output(o)]
         dropped += len(cell.get("outputs", [])) - len(kept)
         cell["outputs"] = kept
     if dropped:
