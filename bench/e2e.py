@@ -93,10 +93,10 @@ NOTEBOOK_LINE = re.compile(r"^\[(\d+)/(\d+)\] (\S+\.ipynb): (done|FAILED) in ([\
 
 def cold_log(log: Path, machine: str) -> dict:
     """A ``bench/cold_casestudy.sh`` run in a fresh clone (``log``: the clone's log from ``fresh-clone-test.sh``),
-    finished or stopped midway: set-up and case-study wall time, each notebook it finished (time and peak RSS, to
-    the 0.1 min and 0.01 GiB the log prints) and, from the clone beside the log, what it computed (its work log) and
-    the pipeline's steps. A run stopped midway (killed, the machine taken back) or still running is recorded with what
-    it has finished: ``complete`` is False and ``seconds`` None."""
+    finished or stopped midway: set-up and case-study wall time, each notebook it finished (time and peak RSS: exact
+    from the clone's ``notebooks.json`` where it has them, else as the log prints them) and, from the clone beside
+    the log, what it computed (its work log) and the pipeline's steps. A run stopped midway (killed, the machine
+    taken back) or still running is recorded with what it has finished: ``complete`` is False and ``seconds`` None."""
     text = log.read_text(errors="replace")
     start = re.search(r"^COMMIT (\w+) START (\S+)$", text, re.MULTILINE)
     setup = re.search(r"^SETUP_SECONDS (\d+)", text, re.MULTILINE)
@@ -110,6 +110,11 @@ def cold_log(log: Path, machine: str) -> dict:
     total = next((int(m.group(2)) for m in NOTEBOOK_LINE.finditer(text)), None)
     mode = "fast" if "running (fast mode" in text else "full"
     runs = log.parent / "project" / "runs" / f"casestudy-{mode}"
+    if (runs / "notebooks.json").is_file():  # written after each notebook: exact seconds for those the log shows done
+        for rec in json.loads((runs / "notebooks.json").read_text())["notebooks"]:
+            if rec["notebook"] in books:
+                books[rec["notebook"]] |= {"seconds": rec["seconds"], "minutes": round(rec["seconds"] / 60, 1),
+                                           "peak_rss_mb": rec["peak_rss_mb"]}  # fmt: skip
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     return {"mode": mode, "warm_cache": False, "complete": bool(end) and end.group(2) == "0",
             "exit_code": int(end.group(2)) if end else None, "seconds": int(end.group(1)) if end else None,

@@ -355,8 +355,9 @@ def md_e2e(e2e: dict | None) -> str:
                 lines += md_computed(p["computed"])
     for name, run in runs:
         if run.get("computed"):
-            lines += ["", f"What `make casestudy`, {name}, computed (`runs/casestudy-{run['mode']}/worklog.jsonl`):",
-                      ""]  # fmt: skip
+            upto = "" if run.get("complete", True) else ", up to where it stopped (the unfinished notebook's work too)"
+            log = f"`runs/casestudy-{run['mode']}/worklog.jsonl`"
+            lines += ["", f"What `make casestudy`, {name}, computed{upto} ({log}):", ""]
             lines += md_computed(run["computed"])
     return "\n".join(lines)
 

@@ -363,19 +363,11 @@ def train_reranker(
         model = CrossEncoder(str(model_path(MINILM, cfg)), num_labels=1, max_length=128, local_files_only=True)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         args = CrossEncoderTrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=2e-4,
-            warmup_steps=0.1,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            save_strategy="no",
-            logging_steps=max(1, len(train_data) // batch_size // 5),
-            report_to="none",
-            dataloader_pin_memory=torch.cuda.is_available(),
+            output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=2e-4,
+            warmup_steps=0.1, seed=cfg.seed, data_seed=cfg.seed, save_strategy="no", report_to="none",
+            logging_steps=max(1, len(train_data) // batch_size // 5), dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=True,  # no bar, and in a notebook no progress table: a cold run's outputs read as a warm one's
-        )
+        )  # fmt: skip
         loss = MultipleNegativesRankingLoss(model, num_negatives=in_batch)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss)
         trainer.remove_callback(PrinterCallback)  # with no bar, transformers prints each log as a dict instead
