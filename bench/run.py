@@ -421,12 +421,11 @@ def md_synth_generators(synth_generators: dict | None) -> str:
 
 
 def md_train_step(train_step: dict | None) -> str:
-    if not train_step:
-        return "_not measured yet_ (run `bench/train_step.py`)"
-    sys.path.insert(0, str(ROOT / "bench"))
-    from train_step import table as train_step_table
+    return md_script_table("train_step", train_step, "bench/train_step.py")
 
-    return train_step_table(train_step)
+
+def md_bm25_ties(bm25_ties: dict | None) -> str:
+    return md_script_table("bm25_ties", bm25_ties, "bench/bm25_ties.py")
 
 
 def md_allocator(allocator: dict | None) -> str:
@@ -464,14 +463,14 @@ def main() -> None:
     if not args.report_only:
         scripts = ("mining.py", "speed.py", "quality.py", "memory.py", "precision.py", "allocator.py",
                    "train_step.py", "synth_speed.py", "synth_gpl.py", "synth_style.py", "synth_generators.py",
-                   "docs_only.py")
+                   "docs_only.py", "bm25_ties.py")
         for script, extra in (*((s, []) for s in scripts), ("e2e.py", ["--skip-tests"] if args.skip_tests else [])):
             print(f"== bench/{script}", flush=True)
             subprocess.run([sys.executable, str(ROOT / "bench" / script), *extra], cwd=ROOT, env=env, check=True)
     (mining, speed, quality, e2e, memory, precision, allocator, train_step, synth_speed, synth_gpl, synth_style,
-     synth_generators, docs_only) = (
+     synth_generators, docs_only, bm25_ties) = (
         _load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator", "train_step",
-                           "synth_speed", "synth_gpl", "synth_style", "synth_generators", "docs_only")
+                           "synth_speed", "synth_gpl", "synth_style", "synth_generators", "docs_only", "bm25_ties")
     )  # fmt: skip
     rows = all_targets(mining, quality, e2e, memory)
     import torch
@@ -487,7 +486,7 @@ def main() -> None:
                        ("allocator", md_allocator(allocator)), ("train-step", md_train_step(train_step)),
                        ("synth-speed", md_synth_speed(synth_speed)), ("synth-gpl", md_synth_gpl(synth_gpl)),
                        ("synth-style", md_synth_style(synth_style)),
-                       ("docs-only", md_docs_only(docs_only)),
+                       ("docs-only", md_docs_only(docs_only)), ("bm25-ties", md_bm25_ties(bm25_ties)),
                        ("synth-generators", md_synth_generators(synth_generators)),
                        ("e2e", md_e2e(e2e)),
                        ("memory", md_memory(memory))):  # fmt: skip

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,13 +73,13 @@ def test_a_cold_case_study_is_recorded_from_its_log_finished_or_stopped(tmp_path
 
 @pytest.mark.parametrize("name", ["targets", "quality", "lookalike", "speed", "e2e", "memory", "precision",
                                   "allocator", "train-step", "synth-speed", "synth-gpl", "synth-style",
-                                  "synth-generators", "docs-only"])
+                                  "synth-generators", "docs-only", "bm25-ties"])
 def test_bench_readme_tables_come_from_the_results(name):
     import run
 
     results = {n: run._load(n) for n in ("mining", "speed", "quality", "e2e", "memory", "precision", "allocator",
                                          "train_step", "synth_speed", "synth_gpl", "synth_style", "synth_generators",
-                                         "docs_only")}
+                                         "docs_only", "bm25_ties")}
     rows = run.all_targets(results["mining"], results["quality"], results["e2e"], results["memory"])
     render = {"targets": lambda: run.md_targets(rows), "quality": lambda: run.md_quality(results["quality"]),
               "lookalike": lambda: run.md_lookalike(results["quality"]),
@@ -91,5 +92,42 @@ def test_bench_readme_tables_come_from_the_results(name):
               "synth-gpl": lambda: run.md_synth_gpl(results["synth_gpl"]),
               "synth-style": lambda: run.md_synth_style(results["synth_style"]),
               "synth-generators": lambda: run.md_synth_generators(results["synth_generators"]),
-              "docs-only": lambda: run.md_docs_only(results["docs_only"])}
+              "docs-only": lambda: run.md_docs_only(results["docs_only"]),
+              "bm25-ties": lambda: run.md_bm25_ties(results["bm25_ties"])}
     assert _block((ROOT / "bench" / "README.md").read_text(), name) == render[name]().strip()
+
+
+def test_bm25_ties_expected_metrics_are_the_average_over_random_tie_orders():
+    """bench/bm25_ties.py's exact expectation under a random order of tied scores equals the mean over many shuffles,
+    and each fixed order is scored as ranked (a tie across the 10th position moves Recall@10, not the expectation)."""
+    import bm25_ties
+
+    rng = np.random.default_rng(0)
+    scores = np.array([5.0] * 8 + [3.0] * 4 + [1.0] * 6 + [0.0] * 2, dtype=np.float32)  # 4 docs tie at ranks 9-12
+    relevant = {9: 1.0, 14: 1.0}  # one inside the tie, one lower down; doc 19 scores 0 and is never retrieved
+    order = list(np.lexsort((np.arange(20), -scores))[:18])
+    got = bm25_ties.query_metrics(scores, {"fixed": order}, relevant)
+    assert got["fixed|recall@10"] == 0.5 and got["fixed|recall@100"] == 1.0  # doc 9 is 10th by position
+    shuffled = {"recall@10": [], "ndcg@10": []}
+    for _ in range(4000):
+        keys = rng.random(20)
+        ranked = [int(i) for i in np.lexsort((keys, -scores)) if scores[i] > 0]
+        one = bm25_ties.query_metrics(scores, {"s": ranked}, relevant)
+        for m in shuffled:
+            shuffled[m].append(one[f"s|{m}"])
+    assert got["random tie order (expected)|recall@10"] == pytest.approx(0.25)  # 2 of 4 tied places are in the top 10
+    for m, values in shuffled.items():
+        assert got[f"random tie order (expected)|{m}"] == pytest.approx(np.mean(values), abs=0.01), m
+
+
+def test_bm25_ties_prose_holds_for_the_recorded_result():
+    """bench/README.md says bm25s' own order reproduces the committed test table's BM25 row, and that ties broken by
+    corpus position lower Recall@10 below the random-order expectation on every split: both read from the files."""
+    ties = json.loads((ROOT / "bench" / "results" / "bm25_ties.json").read_text())
+    committed = json.loads((ROOT / "bench" / "results" / "quality.json").read_text())["case_study"]["test"]["BM25"]
+    own = ties["splits"]["test"]["metrics"]["bm25s (this CPU)"]
+    assert "avx2" in ties["cpu"] and "avx512f" not in ties["cpu"]  # the committed table's CPU kind
+    assert {m: committed[m] for m in own} == own
+    for split in ties["splits"].values():
+        m = split["metrics"]
+        assert m["ties by corpus position"]["recall@10"] < m["random tie order (expected)"]["recall@10"]
