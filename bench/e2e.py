@@ -64,6 +64,17 @@ def fresh_clone(log: Path, machine: str) -> dict:
             "pytest": summary[-1], "pip_cache": "empty (PIP_NO_CACHE_DIR=1)", "machine": machine}  # fmt: skip
 
 
+def notebook_records(runs: Path) -> dict[str, dict]:
+    """Each notebook of the ``workbook notebooks`` run in ``runs`` (``runs/casestudy-<mode>/``, whose ``notebooks.json``
+    it rewrites after each notebook, so a run stopped midway has its finished ones): time and peak RSS; ``{}`` when
+    the run wrote none."""
+    books = runs / "notebooks.json"
+    if not books.is_file():
+        return {}
+    return {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
+            for n in json.loads(books.read_text())["notebooks"]}  # fmt: skip
+
+
 def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
     """A finished ``make casestudy`` (``FAST=1`` for ``mode="fast"``) in ``checkout`` (e.g. a fresh clone whose
     ``.cache/`` and ``artifacts/`` were empty): its wall time, whether caches existed, and each notebook's time and
@@ -75,15 +86,13 @@ def casestudy_run(checkout: Path, mode: str, machine: str) -> dict:
         raise SystemExit(f"{runs}: no make_casestudy.json and notebooks.json (run `make casestudy` there first)")
     record = json.loads(made.read_text())
     run = json.loads(books.read_text())
-    notebooks = run["notebooks"]
+    notebooks = notebook_records(runs)
     return {"mode": mode, "seconds": record["casestudy_seconds"], "warm_cache": record["warm_cache"],
-            "notebooks_seconds": round(sum(n["seconds"] for n in notebooks), 1),
+            "notebooks_seconds": round(sum(n["seconds"] for n in notebooks.values()), 1),
             "notebooks_wall_seconds": run.get("seconds"), "jobs": run.get("jobs", 1),
             "peak_pss_mb_together": run.get("peak_pss_mb_together"),
             "peak_rss_mb_together": run.get("peak_rss_mb_together"),
-            "notebooks": {n["notebook"]: {"seconds": n["seconds"], "peak_rss_mb": n["peak_rss_mb"]}
-                          for n in notebooks},
-            "cpu": cpu_name(), "machine": machine,
+            "notebooks": notebooks, "cpu": cpu_name(), "machine": machine,
             "computed": computed(runs / "worklog.jsonl") if (runs / "worklog.jsonl").is_file() else None}  # fmt: skip
 
 
@@ -110,11 +119,9 @@ def cold_log(log: Path, machine: str) -> dict:
     total = next((int(m.group(2)) for m in NOTEBOOK_LINE.finditer(text)), None)
     mode = "fast" if "running (fast mode" in text else "full"
     runs = log.parent / "project" / "runs" / f"casestudy-{mode}"
-    if (runs / "notebooks.json").is_file():  # written after each notebook: exact seconds for those the log shows done
-        for rec in json.loads((runs / "notebooks.json").read_text())["notebooks"]:
-            if rec["notebook"] in books:
-                books[rec["notebook"]] |= {"seconds": rec["seconds"], "minutes": round(rec["seconds"] / 60, 1),
-                                           "peak_rss_mb": rec["peak_rss_mb"]}  # fmt: skip
+    for name, rec in notebook_records(runs).items():  # exact seconds for the notebooks the log shows done
+        if name in books:
+            books[name] |= rec | {"minutes": round(rec["seconds"] / 60, 1)}
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     return {"mode": mode, "warm_cache": False, "complete": bool(end) and end.group(2) == "0",
             "exit_code": int(end.group(2)) if end else None, "seconds": int(end.group(1)) if end else None,

@@ -66,6 +66,19 @@ def test_a_cold_case_study_is_recorded_from_its_log_finished_or_stopped(tmp_path
     done = e2e.cold_log(log, "2 cores, quiet")
     assert done["complete"] and done["seconds"] == 15000 and done["peak_rss_mb_one_process"] == 3072.0
     assert "| 250.0 min |" in run.md_e2e({"casestudy_runs": {"full, cold, fresh clone": done}})
+    runs = tmp_path / "project" / "runs" / "casestudy-full"  # the clone beside its log (fresh-clone-test.sh)
+    runs.mkdir(parents=True)
+    books = [{"notebook": "00_setup_check.ipynb", "seconds": 283.4, "peak_rss_mb": 1180.2},
+             {"notebook": "02_baseline.ipynb", "seconds": 9.0, "peak_rss_mb": 1.0}]  # not done per the log: ignored
+    (runs / "notebooks.json").write_text(json.dumps({"notebooks": books, "jobs": 1, "seconds": 292.4}))
+    exact = e2e.cold_log(log, "2 cores, quiet")["notebooks"]
+    assert exact["00_setup_check.ipynb"] == {"seconds": 283.4, "minutes": 4.7, "exit_code": 0, "peak_rss_mb": 1180.2}
+    assert set(exact) == {"00_setup_check.ipynb", "01_diagnose_mismatch.ipynb"}
+    (runs / "make_casestudy.json").write_text(json.dumps({"casestudy_seconds": 400, "warm_cache": False}))
+    finished = e2e.casestudy_run(tmp_path / "project", "full", "2 cores, quiet")
+    assert finished["notebooks"] == {b["notebook"]: {"seconds": b["seconds"], "peak_rss_mb": b["peak_rss_mb"]}
+                                     for b in books}  # fmt: skip
+    assert finished["notebooks_seconds"] == 292.4 and finished["seconds"] == 400 and finished["jobs"] == 1
     log.write_text("pip noise\n")  # stopped in its set-up: nothing to record
     with pytest.raises(SystemExit, match="not the log of bench/cold_casestudy.sh past its set-up"):
         e2e.cold_log(log, "x")
