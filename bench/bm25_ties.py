@@ -10,8 +10,8 @@ documents with numpy's ``argpartition``/``argsort``, whose order among equal val
 with the sort kernels the CPU gets: notebook 01 run cold on an AVX-512 machine read BM25 Recall@10 0.570 where its
 committed outputs (AVX2) read 0.571. Per split, on every query of the case study, this records:
 
-- the metrics of three orders of the same scores: bm25s' own (as the notebooks rank, on this CPU), ties broken by
-  corpus position, and by reverse corpus position;
+- the metrics of four orders of the same scores: bm25s' own (as the notebooks rank, on this CPU), ties broken by
+  corpus position, by reverse corpus position, and by a seeded hash of (query id, document id) (the fix planned);
 - the metrics' expected value when tied documents are ordered at random (exact, not sampled: a document that ties
   with ``t`` others just below ``a`` better ones takes each position ``a+1 .. a+t`` with probability ``1/t``, as in
   McSherry and Najork, "Computing information retrieval performance measures efficiently in the presence of tied
@@ -24,6 +24,7 @@ Nothing here changes what the notebooks report; it measures how far their BM25 n
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -35,7 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "bm25_ties.json"
 K = 10
-ORDERS = ("bm25s (this CPU)", "ties by corpus position", "ties by reverse position")
+ORDERS = ("bm25s (this CPU)", "ties by corpus position", "ties by reverse position", "ties by a seeded hash")
+SEED = 42
+
+
+def hash_keys(seed: int, qid: str, doc_ids) -> np.ndarray:
+    """A tie-break key per document for query ``qid``: the same on every CPU, and as good as random for ranking."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}|{qid}|{d}".encode(), digest_size=8).digest(), "big")
+                     for d in doc_ids], dtype=np.uint64)  # fmt: skip
 
 
 def _dcg_discounts(n: int) -> np.ndarray:
@@ -95,8 +103,9 @@ def measure(ds, index, split: str) -> dict:
         top = np.flatnonzero(scores >= np.partition(scores, len(scores) - 101)[len(scores) - 101])
         by_pos = top[np.lexsort((top, -scores[top]))]
         by_rev = top[np.lexsort((-top, -scores[top]))]
+        by_hash = top[np.lexsort((hash_keys(SEED, qid, [index.ids[i] for i in top]), -scores[top]))]
         ranked = {ORDERS[0]: [position[d] for d in own[qid]]}
-        for name, order in ((ORDERS[1], by_pos), (ORDERS[2], by_rev)):
+        for name, order in zip(ORDERS[1:], (by_pos, by_rev, by_hash), strict=True):
             ranked[name] = [int(i) for i in order if scores[i] > 0][:100]
         ordered = np.sort(scores)[::-1]
         cut_ties += bool(ordered[K - 1] > 0 and ordered[K - 1] == ordered[K])
