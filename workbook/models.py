@@ -186,6 +186,24 @@ def quiet_loading() -> Iterator[None]:
         st_logger.setLevel(level)
 
 
+def quiet_trainer_logs(trainer) -> None:
+    """Keep the trainer's logs in ``state.log_history`` (the card's curve) without printing each as a raw dict: the
+    progress bar stays when shown, the printer callback goes (transformers prints logs through either; with
+    ``disable_tqdm`` it adds the printer instead of the bar)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _Bar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    for cb in list(trainer.callback_handler.callbacks):
+        if type(cb) is PrinterCallback:
+            trainer.remove_callback(cb)
+        elif type(cb) is ProgressCallback:
+            trainer.remove_callback(cb)
+            trainer.add_callback(_Bar())
+
+
 def load_model(name: str = MINILM, cfg: Config | None = None, device: str | None = None, precision: str = "fp32"):
     """Load a :class:`~sentence_transformers.SentenceTransformer` offline.
 

@@ -26,7 +26,7 @@ from workbook import worklog
 from workbook.config import Config
 from workbook.data import Dataset
 from workbook.files import atomic_save
-from workbook.models import MINILM, ModelNotAvailableError, model_path, quiet_loading
+from workbook.models import MINILM, ModelNotAvailableError, model_path, quiet_loading, quiet_trainer_logs
 from workbook.precision import inference, precision_of, set_precision
 
 #: Query id -> doc ids, best first.
@@ -356,7 +356,6 @@ def train_reranker(
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
-    from transformers.trainer_callback import PrinterCallback
 
     out = Path(out_dir)
     with quiet_loading():  # no "converting to CrossEncoder" note, load report (with machine paths) or weight bar
@@ -370,7 +369,7 @@ def train_reranker(
         )  # fmt: skip
         loss = MultipleNegativesRankingLoss(model, num_negatives=in_batch)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_data, loss=loss)
-        trainer.remove_callback(PrinterCallback)  # with no bar, transformers prints each log as a dict instead
+        quiet_trainer_logs(trainer)  # with no bar, transformers would print each log as a dict instead
         with worklog.timed("train reranker", rows=len(train_data), what=out.name):
             trainer.train()
         staged = Path(tmp) / "model"

@@ -14,6 +14,7 @@ from pathlib import Path
 from workbook import worklog
 from workbook.config import Config, seed_everything
 from workbook.memory import plan_training_memory, release_freed
+from workbook.models import quiet_trainer_logs
 from workbook.train.recipes import (
     DEFAULT_RECIPE,
     LOSSES,
@@ -134,23 +135,6 @@ def planned_steps(rows: int, recipe: Recipe, max_steps: int = -1) -> int:
     return max_steps if max_steps > 0 else math.ceil(math.ceil(rows / recipe.batch_size) * recipe.epochs)
 
 
-def _quiet_logs(trainer) -> None:
-    """Keep the trainer's logs in ``state.log_history`` (the card's curve) without printing each as a raw dict: the
-    progress bar stays when shown, the printer callback goes (transformers prints logs through either)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    class _Bar(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            pass
-
-    for cb in list(trainer.callback_handler.callbacks):
-        if type(cb) is PrinterCallback:
-            trainer.remove_callback(cb)
-        elif type(cb) is ProgressCallback:
-            trainer.remove_callback(cb)
-            trainer.add_callback(_Bar())
-
-
 def _no_final_checkpoint():
     """A trainer callback that skips the checkpoint transformers saves at the last step: without an evaluator no best
     checkpoint is chosen, and :func:`fine_tune` saves the final model itself at once (the checkpoint's optimiser state
@@ -238,7 +222,7 @@ def fine_tune(
         evaluator=evaluator,
         callbacks=list(callbacks) + ([] if evaluator is not None else [_no_final_checkpoint()]),
     )
-    _quiet_logs(trainer)
+    quiet_trainer_logs(trainer)
     resume = any(ckpt_dir.glob("checkpoint-*"))
     identity = partial(_training_identity, base, columns, recipe, max_steps, cfg)  # computed only when logging
     with length_chunked(model, cfg.train_chunk_rows), worklog.timed("train", identity, rows=len(train_data),
