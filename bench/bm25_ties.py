@@ -38,6 +38,7 @@ OUT = ROOT / "bench" / "results" / "bm25_ties.json"
 K = 10
 ORDERS = ("bm25s (this CPU)", "ties by corpus position", "ties by reverse position", "ties by a seeded hash")
 SEED = 42
+METRICS = ["recall@10", "ndcg@10", "recall@100"]
 
 
 def hash_keys(seed: int, qid: str, doc_ids) -> np.ndarray:
@@ -51,22 +52,16 @@ def _dcg_discounts(n: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, n + 2))
 
 
-def query_metrics(scores: np.ndarray, ranked: dict[str, list[int]], relevant: dict[int, float]) -> dict[str, float]:
-    """Recall@10, Recall@100 and nDCG@10 of each ranked list, and their expected values under a random tie order.
+def expected_metrics(scores: np.ndarray, relevant: dict[int, float]) -> dict[str, float]:
+    """Recall@10, Recall@100 and nDCG@10 of one query, expected under a random order of tied scores (exact).
 
     Args:
         scores: BM25 score of every document (0: shares no term with the query, never retrieved).
-        ranked: order name -> document positions, best first (at least 100 deep where that many score > 0).
         relevant: document position -> graded relevance (> 0).
     """
     disc = _dcg_discounts(K)
     ideal = np.sort(np.fromiter(relevant.values(), float))[::-1][:K]
     idcg = float((ideal * disc[: len(ideal)]).sum())
-    out = {}
-    for name, docs in ranked.items():
-        for k in (K, 100):
-            out[f"{name}|recall@{k}"] = sum(d in relevant for d in docs[:k]) / len(relevant)
-        out[f"{name}|ndcg@10"] = sum(relevant.get(d, 0.0) * disc[i] for i, d in enumerate(docs[:K])) / idcg
     exp = {f"recall@{k}": 0.0 for k in (K, 100)} | {"ndcg@10": 0.0}
     for doc, gain in relevant.items():
         s = scores[doc]
@@ -77,8 +72,7 @@ def query_metrics(scores: np.ndarray, ranked: dict[str, list[int]], relevant: di
             exp[f"recall@{k}"] += min(max(k - above, 0), tied) / tied / len(relevant)
         positions = np.arange(above, min(above + tied, K))  # 0-based positions inside the top 10
         exp["ndcg@10"] += gain * disc[positions].sum() / tied / idcg
-    out |= {f"random tie order (expected)|{m}": v for m, v in exp.items()}
-    return out
+    return exp
 
 
 def measure(ds, index, split: str) -> dict:
@@ -89,14 +83,15 @@ def measure(ds, index, split: str) -> dict:
     """
     import bm25s
 
+    from workbook.evaluate import evaluate_ranking
     from workbook.retrieval import TOKEN_PATTERN
 
     position = {d: i for i, d in enumerate(index.ids)}
     queries = ds.split_queries(split)
     tokens = bm25s.tokenize(list(queries.values()), token_pattern=TOKEN_PATTERN, stopwords="en", return_ids=False,
                             show_progress=False)  # fmt: skip
-    own = index.ranked(list(queries), list(queries.values()), 100)
-    sums: dict[str, float] = {}
+    runs: dict[str, dict[str, list[str]]] = {ORDERS[0]: index.ranked(list(queries), list(queries.values()), 100)}
+    expected: dict[str, float] = {}
     cut_ties = 0
     for qid, toks in zip(queries, tokens, strict=True):
         scores = index.retriever.get_scores(toks)
@@ -104,19 +99,16 @@ def measure(ds, index, split: str) -> dict:
         by_pos = top[np.lexsort((top, -scores[top]))]
         by_rev = top[np.lexsort((-top, -scores[top]))]
         by_hash = top[np.lexsort((hash_keys(SEED, qid, [index.ids[i] for i in top]), -scores[top]))]
-        ranked = {ORDERS[0]: [position[d] for d in own[qid]]}
         for name, order in zip(ORDERS[1:], (by_pos, by_rev, by_hash), strict=True):
-            ranked[name] = [int(i) for i in order if scores[i] > 0][:100]
-        ordered = np.sort(scores)[::-1]
-        cut_ties += bool(ordered[K - 1] > 0 and ordered[K - 1] == ordered[K])
+            runs.setdefault(name, {})[qid] = [index.ids[i] for i in order if scores[i] > 0][:100]
+        cut_ties += bool(scores[by_pos[K - 1]] > 0 and scores[by_pos[K - 1]] == scores[by_pos[K]])
         relevant = {position[d]: float(g) for d, g in ds.qrels[split][qid].items() if g > 0}
-        for key, value in query_metrics(scores, ranked, relevant).items():
-            sums[key] = sums.get(key, 0.0) + value
+        for metric, value in expected_metrics(scores, relevant).items():
+            expected[metric] = expected.get(metric, 0.0) + value
     n = len(queries)
-    table: dict[str, dict[str, float]] = {}
-    for key, total in sums.items():
-        order, metric = key.split("|")
-        table.setdefault(order, {})[metric] = round(total / n, 4)
+    table = {name: {m: round(float(v), 4) for m, v in evaluate_ranking(run, ds.qrels[split], METRICS).summary().items()}
+             for name, run in runs.items()}  # fmt: skip
+    table["random tie order (expected)"] = {m: round(v / n, 4) for m, v in expected.items()}
     return {"queries": n, "queries with a tie across the 10th position": cut_ties, "metrics": table}
 
 
